@@ -1,0 +1,79 @@
+# BrainEdge: `make train optimize bench` is the main job; `make test` runs the tests.
+# Every target creates the virtual environment on first use.
+
+PYTHON    ?= python3
+VENV      ?= .venv
+BIN       := $(VENV)/bin
+EXTRAS    ?= edge,train,dev
+# The embedded default dataset (procedural phantoms) unless DATA points at a real one, e.g.
+#   make train DATA=../shared/datasets/brain-tumor-mri
+DEFAULT_DATA := data/phantoms
+DATA      ?= $(DEFAULT_DATA)
+MODELS    ?= vgg16 densenet121
+RUNS      ?= runs
+REPORTS   ?= reports
+# demo: small input and few epochs, minutes on a laptop; reference: the 150 px, 20-epoch recipe.
+PRESET    ?= $(if $(filter $(DEFAULT_DATA),$(DATA)),demo,reference)
+TRAIN_ARGS ?=
+PYTEST_ARGS ?=
+
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: help venv data train audit evaluate compare test test-edge lint clean
+
+help:
+	@echo "make venv      create $(VENV) and install brainedge[$(EXTRAS)] (automatic on first use)"
+	@echo "make data      generate the embedded default dataset in $(DEFAULT_DATA)"
+	@echo "make train     train $(MODELS) on DATA=$(DATA) (preset $(PRESET)) into $(RUNS)/"
+	@echo "make audit     duplicate / leakage audit of DATA into $(REPORTS)/audit"
+	@echo "make evaluate  evaluate every trained run on DATA's test split"
+	@echo "make compare   one table comparing the trained runs"
+	@echo "make test      run the test suite;  make lint: ruff"
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $@
+
+venv: $(BIN)/.installed
+
+$(DEFAULT_DATA)/.complete: | $(BIN)/.installed
+	$(BIN)/brainedge data phantoms --out $(DEFAULT_DATA)
+
+data: $(DEFAULT_DATA)/.complete
+
+# Only the embedded default is generated; a real DATA path is used as it is.
+DATA_DEP := $(if $(filter $(DEFAULT_DATA),$(DATA)),$(DEFAULT_DATA)/.complete,)
+train: $(BIN)/.installed $(DATA_DEP)
+	@for m in $(MODELS); do \
+	  $(BIN)/brainedge train --data "$(DATA)" --model $$m --preset $(PRESET) \
+	    --run-dir $(RUNS)/$$m $(TRAIN_ARGS) || exit $$?; \
+	done
+
+audit: $(BIN)/.installed $(DATA_DEP)
+	$(BIN)/brainedge audit --data "$(DATA)" --out $(REPORTS)/audit
+
+evaluate: $(BIN)/.installed
+	@for m in $(MODELS); do \
+	  $(BIN)/brainedge evaluate $(RUNS)/$$m --data "$(DATA)" \
+	    $(if $(wildcard $(REPORTS)/audit/clean_test.txt),--clean-list $(REPORTS)/audit/clean_test.txt,) \
+	    || exit $$?; \
+	done
+
+compare: $(BIN)/.installed
+	$(BIN)/brainedge compare $(addprefix $(RUNS)/,$(MODELS)) --out $(REPORTS)/compare.md
+
+test: $(BIN)/.installed
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# What an edge device runs: everything that does not need TensorFlow.
+test-edge: $(BIN)/.installed
+	$(BIN)/pytest -m "not tf" $(PYTEST_ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(RUNS) $(REPORTS) $(DEFAULT_DATA)

@@ -1,0 +1,13 @@
+"""BrainEdge: brain-tumor MRI classification from training to the edge.
+
+The pipeline lives in one top-level package per stage: ``training``, ``optimize``, ``runtime``,
+``benchmarks`` and ``webapp``. This package holds what they share and must stay free of
+TensorFlow: errors, artifact manifests and the command line.
+"""
+
+__version__ = "0.1.0"
+
+MEDICAL_NOTICE = (
+    "BrainEdge output is decision support for qualified clinicians, not a diagnosis. "
+    "It is not a medical device and its labels were not reviewed by a radiologist."
+)

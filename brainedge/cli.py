@@ -1,0 +1,232 @@
+"""The ``brainedge`` command line: one thin command per pipeline step.
+
+Each command validates its options into a config dataclass and calls one library function.
+Heavy imports (TensorFlow above all) happen inside the command, so ``--help`` stays fast and
+works on an edge install.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from brainedge import MEDICAL_NOTICE, __version__
+from brainedge.errors import BrainEdgeError
+
+DEFAULT_DATA = "data/phantoms"
+
+
+def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn errors a user can act on into one-line messages and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except BrainEdgeError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="brainedge")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """BrainEdge: brain-tumor MRI classification from training to the edge.
+
+    \b
+    The pipeline, one command per step:
+      data phantoms  generate the embedded demo dataset (not real MRI)
+      audit          find duplicate and leaked images in a dataset
+      train          train VGG16 or DenseNet121 (transfer learning)
+      evaluate       test-set metrics of a trained run, with confidence intervals
+      compare        one table comparing trained runs (accuracy and cost)
+
+    Results are decision support, not a diagnosis.
+    """
+    level = logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+# --- data -------------------------------------------------------------------------------------
+
+@main.group()
+def data() -> None:
+    """Datasets: generate the embedded default."""
+
+
+@data.command("phantoms")
+@click.option("--out", type=click.Path(path_type=Path), default=Path(DEFAULT_DATA),
+              show_default=True, help="Folder to write Training/ and Testing/ into.")
+@click.option("--train-per-class", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--test-per-class", type=click.IntRange(1), default=25, show_default=True)
+@click.option("--image-size", type=click.IntRange(32, 1024), default=160, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@_friendly_errors
+def data_phantoms(out: Path, train_per_class: int, test_per_class: int, image_size: int,
+                  seed: int) -> None:
+    """Generate procedural MRI-like phantoms in the Kaggle layout (for demos and tests only)."""
+    from training.phantoms import PhantomConfig, generate_phantoms
+
+    config = PhantomConfig(train_per_class=train_per_class, test_per_class=test_per_class,
+                           image_size=image_size, seed=seed)
+    path = generate_phantoms(out, config)
+    click.echo(f"phantom dataset ready in {path} (synthetic, not real MRI)")
+
+
+# --- audit ------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=Path(DEFAULT_DATA),
+              show_default=True, help="Dataset folder (Training/ and Testing/, or per class).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports/audit"),
+              show_default=True, help="Folder for audit.json, audit.md and clean_test.txt.")
+@click.option("--near-threshold", type=click.IntRange(0, 32), default=None,
+              help="Max Hamming distance between 256-bit pHashes that counts as a near "
+                   "duplicate [default: 12].")
+@_friendly_errors
+def audit(data_dir: Path, out: Path, near_threshold: int | None) -> None:
+    """Find exact and near-duplicate images within and across splits; list a leak-free test set."""
+    from training.audit import AuditConfig, audit_dataset, write_audit
+    from training.data import scan_dataset
+
+    config = AuditConfig() if near_threshold is None else AuditConfig(near_threshold=near_threshold)
+    result = audit_dataset(scan_dataset(data_dir), config)
+    paths = write_audit(result, out)
+    click.echo(paths["markdown"].read_text())
+    for path in paths.values():
+        click.echo(f"wrote {path}", err=True)
+
+
+# --- train ------------------------------------------------------------------------------------
+
+def _train_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    from training.config import Arch, Precision, Strategy
+
+    options = [
+        click.option("--data", "data_dir", type=click.Path(path_type=Path),
+                     default=Path(DEFAULT_DATA), show_default=True, help="Dataset folder."),
+        click.option("--model", "arch", type=click.Choice([a.value for a in Arch]),
+                     default=Arch.DENSENET121.value, show_default=True),
+        click.option("--preset", type=click.Choice(["reference", "demo"]), default="reference",
+                     show_default=True,
+                     help="reference: 150 px, 20 epochs, batch 32, Adam 1e-3, ImageNet weights. "
+                          "demo: 64 px, 10 epochs, no pre-trained weights (minutes on a CPU)."),
+        click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+                     help="Output folder [default: runs/MODEL]. Re-run to resume a killed run."),
+        click.option("--overwrite", is_flag=True, help="Replace a finished or different run."),
+        click.option("--image-size", type=int, help="Input size in pixels."),
+        click.option("--epochs", type=int),
+        click.option("--batch-size", type=int),
+        click.option("--learning-rate", type=float),
+        click.option("--weights", help="imagenet | none | PATH to a backbone 'notop' .h5 file."),
+        click.option("--freeze-base/--no-freeze-base", default=None,
+                     help="Freeze the backbone [default: when weights are pre-trained]."),
+        click.option("--fine-tune-epochs", type=int,
+                     help="Epochs of fine-tuning the top backbone layers after the head."),
+        click.option("--fine-tune-layers", type=int),
+        click.option("--fine-tune-learning-rate", type=float),
+        click.option("--dropout", type=float),
+        click.option("--val-fraction", type=float,
+                     help="Share of Training held out for validation (stratified, seeded)."),
+        click.option("--seed", type=int),
+        click.option("--crop-brain/--no-crop-brain", default=None),
+        click.option("--precision", type=click.Choice([p.value for p in Precision]),
+                     help="auto: bfloat16 on CPUs with AVX-512 BF16, float16 on GPUs."),
+        click.option("--strategy", type=click.Choice([s.value for s in Strategy]),
+                     help="tf.distribute strategy; multi-worker reads TF_CONFIG."),
+        click.option("--max-train-images", type=int, help="Subsample for a quick run."),
+        click.option("--early-stopping-patience", type=int),
+        click.option("--tensorboard/--no-tensorboard", default=None),
+        click.option("--rotation", "rotation_deg", type=float, help="Augmentation: +- degrees."),
+        click.option("--brightness", type=float, help="Augmentation: +- share of 255."),
+        click.option("--shift", type=float, help="Augmentation: +- share of the size."),
+        click.option("--hflip/--no-hflip", default=None),
+        click.option("--vflip/--no-vflip", default=None),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+_AUGMENT_KEYS = ("rotation_deg", "brightness", "shift", "hflip", "vflip")
+
+
+@main.command()
+@_train_options
+@_friendly_errors
+def train(data_dir: Path, arch: str, preset: str, run_dir: Path | None, overwrite: bool,
+          **overrides: Any) -> None:
+    """Train VGG16 or DenseNet121 by transfer learning and write a self-describing run folder.
+
+    Every option not given comes from the preset. The run folder holds the model (Keras and
+    SavedModel), config, class names, preprocessing, history and a manifest with sha256 sums.
+    """
+    import dataclasses
+
+    from training.config import PRESETS
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    augment = {k: given.pop(k) for k in _AUGMENT_KEYS if k in given}
+    config = PRESETS[preset](str(data_dir), arch, **given)
+    if augment:
+        config = config.with_(augment=dataclasses.replace(config.augment, **augment))
+    from training.train import train as run_training
+
+    result = run_training(config, run_dir or Path("runs") / arch, overwrite=overwrite)
+    click.echo(f"{result.run_dir}: validation accuracy {result.val_accuracy:.4f} after "
+               f"{result.epochs_run} epochs, {result.seconds_per_epoch:.1f} s/epoch "
+               f"({result.precision})")
+
+
+# --- evaluate ---------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
+              help="Dataset folder [default: the one the run was trained on].")
+@click.option("--clean-list", type=click.Path(path_type=Path), default=None,
+              help="clean_test.txt from `brainedge audit`: also report the leakage-free subset.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Report folder [default: RUN_DIR/eval].")
+@click.option("--bootstrap", type=click.IntRange(100), default=1000, show_default=True,
+              help="Bootstrap resamples for the 95% confidence interval.")
+@_friendly_errors
+def evaluate(run_dir: Path, data_dir: Path | None, clean_list: Path | None, out: Path | None,
+             bootstrap: int) -> None:
+    """Test-split metrics of a trained run: accuracy with 95% CI, per-class P/R/F1, macro-F1,
+    ROC-AUC, calibration error and confusion matrix, on the full and the leakage-free test set."""
+    from training.evaluate import EvalConfig, evaluate_run
+
+    config = EvalConfig(run_dir=run_dir, data=data_dir, clean_list=clean_list,
+                        out=out, n_bootstrap=bootstrap)
+    report = evaluate_run(config)
+    click.echo(report.markdown)
+    click.echo(MEDICAL_NOTICE, err=True)
+
+
+# --- compare ----------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Also write the Markdown table (and JSON beside it) here.")
+@_friendly_errors
+def compare(run_dirs: tuple[Path, ...], out: Path | None) -> None:
+    """Compare trained runs: accuracy, macro-F1, parameters, FLOPs, file size, time per epoch."""
+    from training.compare import compare_runs
+
+    table = compare_runs(list(run_dirs), out)
+    click.echo(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Errors that say what was expected, what was found, and what to do about it.
+
+The CLI turns every ``BrainEdgeError`` into a one-line message and a non-zero exit instead of a
+traceback; anything else is a bug.
+"""
+
+
+class BrainEdgeError(Exception):
+    """Base class for errors a user can act on."""
+
+
+class ConfigError(BrainEdgeError, ValueError):
+    """A configuration value is out of range or inconsistent."""
+
+
+class DatasetError(BrainEdgeError):
+    """A dataset folder is missing, empty, or not laid out one folder per class."""
+
+
+class ImageDecodeError(BrainEdgeError):
+    """A file is not a readable image (corrupt, truncated, zero bytes or another format)."""
+
+
+class WeightsUnavailableError(BrainEdgeError):
+    """Pre-trained weights were asked for but cannot be obtained here."""
+
+
+class RunDirError(BrainEdgeError):
+    """A run folder is incomplete, belongs to a different configuration, or is already done."""
+
+
+class ArtifactIntegrityError(BrainEdgeError):
+    """A file's sha256 differs from its manifest: truncated, edited or half-written."""
+
+
+class MissingDependencyError(BrainEdgeError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+def requires(module: str, extra: str):
+    """Import ``module`` or raise an error naming the pip extra that provides it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{module} is not installed; install it with: pip install 'brainedge[{extra}]'"
+        ) from exc

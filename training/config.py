@@ -1,0 +1,155 @@
+"""The training configuration: one frozen dataclass, validated on construction, saved per run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from brainedge.errors import ConfigError
+from runtime.preprocess import MODEL_SCALING, PreprocessSpec
+
+
+class Arch(str, Enum):
+    VGG16 = "vgg16"
+    DENSENET121 = "densenet121"
+
+
+class Precision(str, Enum):
+    AUTO = "auto"
+    FLOAT32 = "float32"
+    MIXED_BFLOAT16 = "mixed_bfloat16"
+    MIXED_FLOAT16 = "mixed_float16"
+
+
+class Strategy(str, Enum):
+    AUTO = "auto"  # one device: the default strategy
+    MIRRORED = "mirrored"  # all local GPUs (or logical CPUs)
+    MULTI_WORKER = "multi-worker"  # several machines, described by TF_CONFIG
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-only augmentation, applied between ``prepare`` and ``scale``."""
+
+    rotation_deg: float = 15.0
+    brightness: float = 0.1  # +- fraction of the 0..255 range
+    shift: float = 0.1  # +- fraction of width/height
+    hflip: bool = True
+    vflip: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rotation_deg <= 180:
+            raise ConfigError(f"rotation must be 0..180 degrees, got {self.rotation_deg}")
+        if not 0 <= self.brightness < 1:
+            raise ConfigError(f"brightness must be in [0, 1), got {self.brightness}")
+        if not 0 <= self.shift < 0.5:
+            raise ConfigError(f"shift must be in [0, 0.5), got {self.shift}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str
+    arch: Arch = Arch.DENSENET121
+    image_size: int = 150
+    epochs: int = 20
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weights: str = "imagenet"  # "imagenet", "none", or a path to a backbone weights .h5
+    freeze_base: bool | None = None  # None: freeze when weights are pre-trained
+    fine_tune_epochs: int = 0
+    fine_tune_layers: int = 20
+    fine_tune_learning_rate: float = 1e-5
+    dropout: float = 0.3
+    val_fraction: float = 0.15
+    seed: int = 42
+    crop_brain: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    precision: Precision = Precision.AUTO
+    strategy: Strategy = Strategy.AUTO
+    early_stopping_patience: int = 5
+    reduce_lr_patience: int = 2
+    max_train_images: int | None = None  # subsample for smoke runs; None uses everything
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "arch", _enum(Arch, self.arch, "model"))
+        object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))
+        object.__setattr__(self, "strategy", _enum(Strategy, self.strategy, "strategy"))
+        if isinstance(self.augment, Mapping):
+            object.__setattr__(self, "augment", AugmentConfig(**self.augment))
+        checks = [
+            (32 <= self.image_size <= 512, f"image_size must be 32..512, got {self.image_size}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (0 < self.learning_rate < 1, f"learning_rate must be in (0, 1): {self.learning_rate}"),
+            (self.fine_tune_epochs >= 0, "fine_tune_epochs must be >= 0"),
+            (self.fine_tune_layers >= 1, "fine_tune_layers must be >= 1"),
+            (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
+            (0 < self.val_fraction < 0.5, f"val_fraction must be in (0, 0.5): {self.val_fraction}"),
+            (self.max_train_images is None or self.max_train_images >= 8,
+             "max_train_images must be >= 8"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        if self.weights not in ("imagenet", "none") and not Path(self.weights).is_file():
+            raise ConfigError(
+                f"--weights {self.weights!r} is neither 'imagenet', 'none' nor an existing file"
+            )
+
+    @property
+    def pretrained(self) -> bool:
+        return self.weights != "none"
+
+    @property
+    def frozen_base(self) -> bool:
+        return self.pretrained if self.freeze_base is None else self.freeze_base
+
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        return PreprocessSpec(
+            image_size=self.image_size,
+            crop_brain=self.crop_brain,
+            scaling=MODEL_SCALING[self.arch.value],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("arch", "precision", "strategy"):
+            data[key] = getattr(self, key).value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        return cls(**dict(data))
+
+    @classmethod
+    def reference(cls, data: str, arch: Arch | str = Arch.DENSENET121, **kw: Any) -> TrainConfig:
+        """The reference recipe: 150 px, Adam 1e-3, 20 epochs, batch 32, ImageNet weights."""
+        return cls(data=data, arch=arch, **kw)
+
+    @classmethod
+    def demo(cls, data: str, arch: Arch | str = Arch.DENSENET121, **kw: Any) -> TrainConfig:
+        """Minutes on a laptop CPU: small input, few epochs, no download needed."""
+        defaults: dict[str, Any] = dict(
+            image_size=64, epochs=10, batch_size=16, weights="none", early_stopping_patience=3
+        )
+        defaults.update(kw)
+        return cls(data=data, arch=arch, **defaults)
+
+    def with_(self, **changes: Any) -> TrainConfig:
+        return replace(self, **changes)
+
+
+PRESETS = {"reference": TrainConfig.reference, "demo": TrainConfig.demo}
+
+
+def _enum(enum_cls: type[Enum], value: Any, what: str) -> Any:
+    try:
+        return enum_cls(value.value if isinstance(value, Enum) else value)
+    except ValueError:
+        choices = ", ".join(e.value for e in enum_cls)
+        raise ConfigError(f"unknown {what} {value!r}; choose one of: {choices}") from None

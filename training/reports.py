@@ -1,0 +1,194 @@
+"""Human-readable reports of ``training.metrics`` results: Markdown tables and a confusion PNG.
+
+Figures are built on ``matplotlib.figure.Figure`` with an Agg canvas, never through pyplot, so
+nothing here changes the process-wide backend or leaves figures open in long-running jobs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from brainedge.manifest import atomic_path
+
+MEDICAL_LINE = "Decision support only, not a diagnosis."
+MISSING = "–"
+
+
+def plot_confusion_matrix(
+    cm: Sequence[Sequence[int]] | np.ndarray,
+    class_names: Sequence[str],
+    path: Path,
+    title: str,
+) -> None:
+    """Write a PNG heat map coloured by row share, each cell showing its count and row percent."""
+    counts = _check_confusion(cm, class_names)
+    shares = _row_normalise(counts)
+    k = len(class_names)
+    size = 2.0 + 1.1 * k
+    fig = Figure(figsize=(size + 1.0, size), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in range(k):
+        for j in range(k):
+            # White on dark cells, black on light ones, so every label stays readable.
+            colour = "white" if shares[i, j] > 0.5 else "black"
+            label = f"{counts[i, j]}\n{100 * shares[i, j]:.1f}%"
+            ax.text(j, i, label, ha="center", va="center", color=colour, fontsize=9)
+    ax.set_xticks(range(k), labels=list(class_names), rotation=30, ha="right")
+    ax.set_yticks(range(k), labels=list(class_names))
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("True")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="share of true class")
+    # atomic_path's temporary name ends in .tmp, so the format must be given explicitly.
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+
+
+def metrics_markdown(results: Mapping[str, Mapping[str, Any]], title: str) -> str:
+    """Markdown report: one summary row per subset, then a per-class table for each subset."""
+    parts = [f"# {title}", MEDICAL_LINE, "## Summary", _summary_table(results)]
+    notes = _summary_notes(results)
+    if notes:
+        parts.append("\n".join(notes))
+    for subset, metrics in results.items():
+        parts.append(f"## Per class: {subset}")
+        parts.append(_per_class_table(metrics))
+    return "\n\n".join(parts) + "\n"
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """GitHub-flavoured Markdown table; ``columns`` is (row key, header). Numbers right-align."""
+    if not columns:
+        raise ValueError("markdown_table needs at least one column")
+    header = "| " + " | ".join(_escape(title) for _, title in columns) + " |"
+    align = "| " + " | ".join(_alignment(rows, key) for key, _ in columns) + " |"
+    body = [
+        "| " + " | ".join(format_cell(row.get(key)) for key, _ in columns) + " |" for row in rows
+    ]
+    return "\n".join([header, align, *body])
+
+
+def format_cell(value: Any) -> str:
+    """One cell's text: floats to 4 decimals (tiny ones in 4 significant digits), None as –."""
+    if value is None:
+        return MISSING
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return _format_float(float(value))
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return "[" + ", ".join(format_cell(v) for v in value) + "]"
+    return _escape(str(value))
+
+
+def _format_float(x: float) -> str:
+    if not math.isfinite(x):
+        return str(x)
+    # Fixed 4 decimals keep a column of metrics aligned; below 1e-3 they would read as 0.0000.
+    if x != 0.0 and abs(x) < 1e-3:
+        return f"{x:.4g}"
+    return f"{x:.4f}"
+
+
+def _escape(text: str) -> str:
+    # A bare pipe would split the cell and a newline would end the row.
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _alignment(rows: Sequence[Mapping[str, Any]], key: str) -> str:
+    values = [row.get(key) for row in rows if row.get(key) is not None]
+    numeric = bool(values) and all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        for v in values
+    )
+    return "---:" if numeric else "---"
+
+
+def _summary_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+    rows = [
+        {
+            "subset": subset,
+            "n": m.get("n"),
+            "accuracy": m.get("accuracy"),
+            "ci": m.get("accuracy_ci95"),
+            "macro_f1": m.get("macro_f1"),
+            "auc": m.get("roc_auc_ovr_macro"),
+            "ece": m.get("ece"),
+        }
+        for subset, m in results.items()
+    ]
+    columns = [
+        ("subset", "Subset"),
+        ("n", "n"),
+        ("accuracy", "Accuracy"),
+        ("ci", "95% CI"),
+        ("macro_f1", "Macro-F1"),
+        ("auc", "ROC-AUC (OvR macro)"),
+        ("ece", "ECE"),
+    ]
+    return markdown_table(rows, columns)
+
+
+def _summary_notes(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    notes = []
+    resamples = _shared_setting(results, "n_bootstrap")
+    if resamples is not None:
+        notes.append(f"- 95% CI: percentile bootstrap over samples, {resamples} resamples.")
+    bins = _shared_setting(results, "ece_n_bins")
+    if bins is not None:
+        notes.append(f"- ECE: top-label, {bins} equal-width confidence bins.")
+    for subset, m in results.items():
+        if m.get("roc_auc_ovr_macro") is None and m.get("roc_auc_ovr_macro_reason"):
+            notes.append(f"- ROC-AUC for {subset}: {m['roc_auc_ovr_macro_reason']}")
+    return notes
+
+
+def _shared_setting(results: Mapping[str, Mapping[str, Any]], key: str) -> str | None:
+    # A note stated once for the table must not hide that subsets were scored differently.
+    values = {str(m[key]) for m in results.values() if key in m}
+    if not values:
+        return None
+    return values.pop() if len(values) == 1 else f"{'/'.join(sorted(values))} (varies by subset)"
+
+
+def _per_class_table(metrics: Mapping[str, Any]) -> str:
+    rows = [{"class": name, **values} for name, values in metrics.get("per_class", {}).items()]
+    columns = [
+        ("class", "Class"),
+        ("precision", "Precision"),
+        ("recall", "Recall"),
+        ("f1", "F1"),
+        ("support", "Support"),
+    ]
+    return markdown_table(rows, columns)
+
+
+def _check_confusion(
+    cm: Sequence[Sequence[int]] | np.ndarray, class_names: Sequence[str]
+) -> np.ndarray:
+    counts = np.asarray(cm)
+    k = len(class_names)
+    if counts.shape != (k, k):
+        raise ValueError(
+            f"confusion matrix must be {k}×{k} to match the class names, got shape {counts.shape}"
+        )
+    if not np.issubdtype(counts.dtype, np.integer) or (counts < 0).any():
+        raise ValueError("confusion matrix must hold non-negative integer counts")
+    return counts
+
+
+def _row_normalise(counts: np.ndarray) -> np.ndarray:
+    totals = counts.sum(axis=1, keepdims=True)
+    # A class with no true samples gets an all-zero row instead of a 0/0 warning.
+    return np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
