@@ -46,20 +46,21 @@ data: $(DEFAULT_DATA)/.complete
 
 # Only the embedded default is generated; a real DATA path is used as it is.
 DATA_DEP := $(if $(filter $(DEFAULT_DATA),$(DATA)),$(DEFAULT_DATA)/.complete,)
+# Training ends with its evaluation: test metrics (full and leakage-free) and the comparison.
 train: $(BIN)/.installed $(DATA_DEP)
 	@for m in $(MODELS); do \
 	  $(BIN)/brainedge train --data "$(DATA)" --model $$m --preset $(PRESET) \
 	    --run-dir $(RUNS)/$$m $(TRAIN_ARGS) || exit $$?; \
 	done
+	$(MAKE) --no-print-directory evaluate compare DATA="$(DATA)"
 
 audit: $(BIN)/.installed $(DATA_DEP)
 	$(BIN)/brainedge audit --data "$(DATA)" --out $(REPORTS)/audit
 
-evaluate: $(BIN)/.installed
+evaluate: audit
 	@for m in $(MODELS); do \
 	  $(BIN)/brainedge evaluate $(RUNS)/$$m --data "$(DATA)" \
-	    $(if $(wildcard $(REPORTS)/audit/clean_test.txt),--clean-list $(REPORTS)/audit/clean_test.txt,) \
-	    || exit $$?; \
+	    --clean-list $(REPORTS)/audit/clean_test.txt || exit $$?; \
 	done
 
 compare: $(BIN)/.installed

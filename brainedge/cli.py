@@ -66,8 +66,8 @@ def data() -> None:
 @data.command("phantoms")
 @click.option("--out", type=click.Path(path_type=Path), default=Path(DEFAULT_DATA),
               show_default=True, help="Folder to write Training/ and Testing/ into.")
-@click.option("--train-per-class", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--test-per-class", type=click.IntRange(1), default=25, show_default=True)
+@click.option("--train-per-class", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--test-per-class", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--image-size", type=click.IntRange(32, 1024), default=160, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @_friendly_errors
@@ -119,7 +119,7 @@ def _train_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--preset", type=click.Choice(["reference", "demo"]), default="reference",
                      show_default=True,
                      help="reference: 150 px, 20 epochs, batch 32, Adam 1e-3, ImageNet weights. "
-                          "demo: 64 px, 10 epochs, no pre-trained weights (minutes on a CPU)."),
+                          "demo: 64 px, 12 epochs, from scratch (minutes on a CPU)."),
         click.option("--run-dir", type=click.Path(path_type=Path), default=None,
                      help="Output folder [default: runs/MODEL]. Re-run to resume a killed run."),
         click.option("--overwrite", is_flag=True, help="Replace a finished or different run."),

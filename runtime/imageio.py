@@ -6,16 +6,19 @@ everything is reduced to one channel here and expanded to the model's channels i
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import cv2
-import numpy as np
-
-from brainedge.errors import ImageDecodeError
-
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
-# An image declaring more pixels than this is refused before it is decoded (decompression bomb).
+# Decompression bombs: OpenCV refuses, from the header and before allocating, any image that
+# declares more pixels than its limit, which it reads from the environment on first decode.
 MAX_PIXELS = 64_000_000
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from brainedge.errors import ImageDecodeError  # noqa: E402
 
 
 def is_image_name(path: Path) -> bool:
@@ -27,11 +30,17 @@ def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:
     if not data:
         raise ImageDecodeError(f"{source}: the file is empty (0 bytes)")
     buf = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    try:
+        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise ImageDecodeError(
+            f"{source}: refused by the decoder (over {MAX_PIXELS} pixels, or malformed)"
+        ) from exc
     if image is None:
         raise ImageDecodeError(
             f"{source}: not a readable image (corrupt, truncated, or not PNG/JPEG/BMP/TIFF)"
         )
+    # Also checked here: OpenCV's limit may have been set higher by whoever imported it first.
     if image.shape[0] * image.shape[1] > MAX_PIXELS:
         raise ImageDecodeError(
             f"{source}: {image.shape[1]}x{image.shape[0]} pixels exceeds the limit of {MAX_PIXELS}"

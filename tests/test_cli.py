@@ -6,6 +6,7 @@ the tests put a fake ``training.train`` module into ``sys.modules`` and check wh
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 from pathlib import Path
@@ -220,3 +221,21 @@ def test_data_phantoms_rejects_a_too_small_image_size(runner, tmp_path):
     assert result.exit_code == 2
     assert "--image-size" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_audit_command_writes_reports_and_prints_the_summary(tmp_path: Path) -> None:
+    pytest.importorskip("imagehash", reason="imagehash is not installed (brainedge[train])")
+    from training.phantoms import PhantomConfig, generate_phantoms
+
+    data = generate_phantoms(tmp_path / "data", PhantomConfig(train_per_class=3,
+                                                              test_per_class=2, image_size=64))
+    # One leaked test image: a byte copy of a training image.
+    leaked = sorted((data / "Training" / "glioma").glob("*.jpg"))[0]
+    (data / "Testing" / "glioma" / "copy.jpg").write_bytes(leaked.read_bytes())
+    result = CliRunner().invoke(main, ["audit", "--data", str(data), "--out",
+                                       str(tmp_path / "audit")])
+    assert result.exit_code == 0, result.output
+    clean = (tmp_path / "audit" / "clean_test.txt").read_text()
+    assert "copy.jpg" not in clean
+    assert clean.count(".jpg") == 8
+    assert json.loads((tmp_path / "audit" / "audit.json").read_text())

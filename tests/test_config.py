@@ -28,7 +28,7 @@ def test_demo_preset_is_small_and_needs_no_download():
 
     assert config.arch is Arch.VGG16
     assert config.image_size <= 64
-    assert config.epochs <= 10
+    assert config.epochs <= 12
     assert config.weights == "none"
     assert config.frozen_base is False
 

@@ -182,7 +182,7 @@ def test_invalid_config_raises_config_error(kwargs: dict, message: str) -> None:
 
 def test_default_config_is_valid_and_matches_the_documented_defaults() -> None:
     cfg = PhantomConfig()
-    assert (cfg.train_per_class, cfg.test_per_class, cfg.image_size, cfg.seed) == (100, 25, 160, 0)
+    assert (cfg.train_per_class, cfg.test_per_class, cfg.image_size, cfg.seed) == (200, 50, 160, 0)
 
 
 # --- dataset on disk ------------------------------------------------------------------------

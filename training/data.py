@@ -38,7 +38,7 @@ _TEST_NAMES = {"testing", "test"}
 
 
 def canonical_class(folder_name: str) -> str:
-    """``Glioma_Tumor`` -> ``glioma``; names outside this dataset are kept, lower-cased."""
+    """``Glioma_Tumor`` -> ``glioma``; other names become lower-case alphanumerics."""
     key = re.sub(r"[^a-z0-9]", "", folder_name.lower())
     key = key.removesuffix("tumour").removesuffix("tumor") or key
     return _ALIASES.get(key, key)
@@ -177,12 +177,12 @@ def stratified_split(
         raise DatasetError(f"split fraction must be between 0 and 1, got {fraction}")
     rng = np.random.default_rng(seed)
     keep, held = [], []
-    labels = sorted({s.label for s in samples})
-    for label in labels:
+    for label in sorted({s.label for s in samples}):
         members = sorted((s for s in samples if s.label == label), key=lambda s: str(s.path))
         if len(members) < 2:
             raise DatasetError(
-                f"class {label} has {len(members)} image(s); a split needs at least 2 per class"
+                f"class {members[0].path.parent.name!r} has {len(members)} image; a split "
+                "needs at least 2 per class"
             )
         order = rng.permutation(len(members))
         n_held = min(max(1, round(fraction * len(members))), len(members) - 1)

@@ -61,8 +61,8 @@ ProgressFn = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class PhantomConfig:
-    train_per_class: int = 100
-    test_per_class: int = 25
+    train_per_class: int = 200
+    test_per_class: int = 50
     image_size: int = 160
     seed: int = 0
 
