@@ -145,6 +145,8 @@ def _train_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="tf.distribute strategy; multi-worker reads TF_CONFIG."),
         click.option("--max-train-images", type=int, help="Subsample for a quick run."),
         click.option("--early-stopping-patience", type=int),
+        click.option("--reduce-lr-patience", type=int,
+                     help="Epochs without val_loss improvement before the LR is cut to 30%."),
         click.option("--tensorboard/--no-tensorboard", default=None),
         click.option("--rotation", "rotation_deg", type=float, help="Augmentation: +- degrees."),
         click.option("--brightness", type=float, help="Augmentation: +- share of 255."),

@@ -112,6 +112,22 @@ def test_unreachable_imagenet_weights_give_an_actionable_error(monkeypatch) -> N
         models.build_backbone(Arch.DENSENET121, 32, "imagenet")
 
 
+def test_unavailable_weights_fail_before_a_run_folder_is_created(
+    phantom_data: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from training import models
+    from training.config import Arch
+    from training.train import train
+
+    def offline(**kwargs):
+        raise Exception("URL fetch failure")
+
+    monkeypatch.setitem(models._BACKBONES, Arch.VGG16, offline)
+    with pytest.raises(WeightsUnavailableError):
+        train(tiny_train_config(phantom_data, weights="imagenet"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_wrong_weights_file_gives_an_actionable_error(tmp_path: Path) -> None:
     from training.config import Arch
     from training.models import build_backbone

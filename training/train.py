@@ -158,7 +158,8 @@ def _fit_phase(model, train_ds, val_ds, run_dir, config, phase, epochs, initial_
         callbacks=_callbacks(run_dir, config, phase),
         verbose=1 if sys.stdout.isatty() else 2,
     )
-    marker.write_text("done\n")
+    # The epoch count at the end of the phase: where a resumed fine-tuning phase starts.
+    marker.write_text(f"{len(_read_history(run_dir / 'training_log.csv'))}\n")
 
 
 def _read_history(csv_path: Path) -> list[dict[str, float]]:
@@ -208,10 +209,14 @@ def train(config: TrainConfig, run_dir: Path, overwrite: bool = False) -> TrainR
 
     run_dir = Path(run_dir)
     index = scan_dataset(Path(config.data), seed=config.seed)
-    prepare_run_dir(run_dir, config, overwrite)
+    n_classes = len(index.class_names)
     keras.utils.set_random_seed(config.seed)
     precision = set_precision(config.precision)
     strategy = make_strategy(config.strategy)
+    with strategy.scope():
+        # Built before the run folder exists: unavailable weights fail without leaving one.
+        model = build_model(config, n_classes)
+    prepare_run_dir(run_dir, config, overwrite)
 
     train_samples, val_samples = _split(index, config)
     spec = config.preprocess
@@ -221,7 +226,6 @@ def train(config: TrainConfig, run_dir: Path, overwrite: bool = False) -> TrainR
         "train": list(train_set.paths), "val": list(val_set.paths),
         "skipped": [list(s) for s in train_set.skipped + val_set.skipped],
     })
-    n_classes = len(index.class_names)
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
     train_ds = to_tf_dataset(train_set, spec, n_classes, global_batch, config.augment, config.seed)
@@ -230,14 +234,13 @@ def train(config: TrainConfig, run_dir: Path, overwrite: bool = False) -> TrainR
              config.arch.value, len(train_set), len(val_set), replicas, precision.value)
 
     with strategy.scope():
-        model = build_model(config, n_classes)
         _fit_phase(model, train_ds, val_ds, run_dir, config, "head", config.epochs, 0,
                    config.learning_rate)
         if config.fine_tune_epochs and config.frozen_base:
             _copy_weights(_load_best(run_dir, config, n_classes), model)
             n = unfreeze_top(model, config.fine_tune_layers)
             log.info("fine-tuning the top %d backbone layers", n)
-            done = len(_read_history(run_dir / "training_log.csv"))
+            done = int((run_dir / "head.done").read_text())
             _fit_phase(model, train_ds, val_ds, run_dir, config, "finetune",
                        done + config.fine_tune_epochs, done, config.fine_tune_learning_rate)
 
