@@ -47,3 +47,23 @@ def requires(module: str, extra: str):
         raise MissingDependencyError(
             f"{module} is not installed; install it with: pip install 'brainedge[{extra}]'"
         ) from exc
+
+
+class ConversionError(BrainEdgeError):
+    """A model could not be converted, pruned or quantized into an artifact."""
+
+
+class CalibrationError(BrainEdgeError):
+    """The calibration set for int8 quantization is empty or too small."""
+
+
+class ParityError(BrainEdgeError):
+    """An optimized artifact lost more accuracy than the tolerance allows, or disagrees in shape."""
+
+
+class ModelLoadError(BrainEdgeError):
+    """An artifact cannot be loaded by its runtime (truncated, wrong format, unsupported)."""
+
+
+class UnknownBackendError(BrainEdgeError, ValueError):
+    """A runtime backend name that BrainEdge does not know."""
