@@ -15,12 +15,13 @@ REPORTS   ?= reports
 # demo: small input and few epochs, minutes on a laptop; reference: the 150 px, 20-epoch recipe.
 PRESET    ?= $(if $(filter $(DEFAULT_DATA),$(DATA)),demo,reference)
 TRAIN_ARGS ?=
+OPTIMIZE_ARGS ?=
 PYTEST_ARGS ?=
 
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help venv data train audit evaluate compare test test-edge lint clean
+.PHONY: help venv data train audit evaluate compare optimize test test-edge lint clean
 
 help:
 	@echo "make venv      create $(VENV) and install brainedge[$(EXTRAS)] (automatic on first use)"
@@ -29,6 +30,7 @@ help:
 	@echo "make audit     duplicate / leakage audit of DATA into $(REPORTS)/audit"
 	@echo "make evaluate  evaluate every trained run on DATA's test split"
 	@echo "make compare   one table comparing the trained runs"
+	@echo "make optimize  pruned / quantized TFLite and ONNX variants of each run, checked vs FP32"
 	@echo "make test      run the test suite;  make lint: ruff"
 
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -65,6 +67,12 @@ evaluate: audit
 
 compare: $(BIN)/.installed
 	$(BIN)/brainedge compare $(addprefix $(RUNS)/,$(MODELS)) --out $(REPORTS)/compare.md
+
+# Every variant of every trained model; exits non-zero if one fails its parity gate.
+optimize: $(BIN)/.installed
+	@for m in $(MODELS); do \
+	  $(BIN)/brainedge optimize $(RUNS)/$$m $(OPTIMIZE_ARGS) || exit $$?; \
+	done
 
 test: $(BIN)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)

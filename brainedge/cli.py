@@ -48,6 +48,7 @@ def main(verbose: int) -> None:
       train          train VGG16 or DenseNet121 (transfer learning)
       evaluate       test-set metrics of a trained run, with confidence intervals
       compare        one table comparing trained runs (accuracy and cost)
+      optimize       pruned / quantized TFLite and ONNX variants, checked against FP32
 
     Results are decision support, not a diagnosis.
     """
@@ -213,6 +214,88 @@ def evaluate(run_dir: Path, data_dir: Path | None, clean_list: Path | None, out:
     report = evaluate_run(config)
     click.echo(report.markdown)
     click.echo(MEDICAL_NOTICE, err=True)
+
+
+# --- optimize ---------------------------------------------------------------------------------
+
+def _variant_names() -> list[str]:
+    from optimize.config import ALL_VARIANTS
+
+    return [v.name for v in ALL_VARIANTS]
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path), required=False)
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
+              help="Dataset folder [default: the one the run was trained on].")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder [default: RUN_DIR/optimized].")
+@click.option("--variant", "variants", multiple=True, metavar="NAME",
+              help="Only these variants (repeatable) [default: all but qat-tflite-int8]. "
+                   "See --list-variants.")
+@click.option("--qat", is_flag=True, help="Also run quantization-aware training (int8).")
+@click.option("--list-variants", is_flag=True, help="List the variant names and exit.")
+@click.option("--sparsity", type=float, default=0.5, show_default=True,
+              help="Target sparsity of magnitude pruning.")
+@click.option("--prune-epochs", type=click.IntRange(1), default=2, show_default=True,
+              help="Fine-tuning epochs while pruning (and for QAT).")
+@click.option("--prune-learning-rate", type=float, default=1e-5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--calibration-size", type=click.IntRange(1), default=200, show_default=True,
+              help="Training images used to calibrate full-integer quantization.")
+@click.option("--int8-io", type=click.Choice(["int8", "uint8"]), default="int8",
+              show_default=True, help="Input/output type of full-integer TFLite models.")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
+@click.option("--tolerance", type=float, default=1.0, show_default=True,
+              help="Accuracy points an artifact may lose against its float32 parent.")
+@click.option("--allow-failures", is_flag=True,
+              help="Exit 0 even when a variant fails the parity gate or cannot be built.")
+@click.option("--test", "on_test", is_flag=True,
+              help="Also measure every variant on the test split.")
+@_friendly_errors
+def optimize(run_dir: Path | None, data_dir: Path | None, out: Path | None,
+             variants: tuple[str, ...], qat: bool, list_variants: bool, sparsity: float,
+             prune_epochs: int, prune_learning_rate: float, batch_size: int,
+             calibration_size: int, int8_io: str, opset: int, tolerance: float,
+             allow_failures: bool, on_test: bool) -> None:
+    """Prune, quantize and convert a trained run to TFLite and ONNX; check each against FP32.
+
+    Writes RUN_DIR/optimized/VARIANT/ (model + manifest) and summary.md/summary.json. Exits 1
+    when a variant loses more than --tolerance accuracy points or cannot be built.
+    """
+    if list_variants:
+        click.echo("\n".join(_variant_names()))
+        return
+    if run_dir is None:
+        raise click.UsageError("RUN_DIR is required (a finished `brainedge train` folder)")
+    from optimize.config import (
+        DEFAULT_VARIANTS,
+        OptimizeConfig,
+        PruneConfig,
+        Source,
+        Variant,
+    )
+
+    chosen = tuple(Variant.parse(v) for v in variants) or DEFAULT_VARIANTS
+    if qat and not any(v.source is Source.QAT for v in chosen):
+        chosen += (Variant.parse("qat-tflite-int8"),)
+    config = OptimizeConfig(
+        run_dir=run_dir, out_dir=out, variants=chosen, calibration_size=calibration_size,
+        onnx_opset=opset, int8_io=int8_io, tolerance=tolerance / 100.0,
+        allow_failures=allow_failures, evaluate_on_test=on_test, qat_epochs=prune_epochs,
+        prune=PruneConfig(target_sparsity=sparsity, fine_tune_epochs=prune_epochs,
+                          learning_rate=prune_learning_rate, batch_size=batch_size),
+    )
+    from optimize.pipeline import optimize_run
+
+    summary = optimize_run(config, data_dir)
+    click.echo(summary.markdown)
+    if not summary.ok:
+        bad = [r.variant.name for r in summary.results if r.status != "passed"]
+        message = f"{len(bad)} variant(s) did not pass: {', '.join(bad)} (see {summary.out_dir})"
+        if not allow_failures:
+            raise click.ClickException(message + "; --allow-failures accepts them")
+        click.echo(f"warning: {message}", err=True)
 
 
 # --- compare ----------------------------------------------------------------------------------

@@ -67,3 +67,7 @@ class ModelLoadError(BrainEdgeError):
 
 class UnknownBackendError(BrainEdgeError, ValueError):
     """A runtime backend name that BrainEdge does not know."""
+
+
+class ShapeMismatchError(BrainEdgeError, ValueError):
+    """An input batch does not fit the model: wrong rank, size, channels, dtype or non-finite."""

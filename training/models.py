@@ -74,3 +74,40 @@ def unfreeze_top(model: keras.Model, n_layers: int) -> int:
         elif layer.weights:
             unfrozen += 1
     return unfrozen
+
+
+def build_flat_model(arch: Arch, image_size: int, num_classes: int,
+                     dropout: float = 0.0) -> keras.Model:
+    """The same network with the backbone's layers inlined, not nested as one sub-model.
+
+    TFMOT's pruning and quantization wrappers work layer by layer and cannot see inside a
+    nested model; the layer names match ``build_model``'s, so weights copy across by name.
+    """
+    base = _BACKBONES[Arch(arch)](include_top=False, weights=None,
+                                  input_shape=(image_size, image_size, 3))
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(base.output)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
+                                 name="probabilities")(x)
+    return keras.Model(base.input, outputs, name=f"brainedge_{Arch(arch).value}_flat")
+
+
+def _leaf_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
+    leaves: dict[str, keras.layers.Layer] = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            leaves.update(_leaf_layers(layer))
+        else:
+            leaves[layer.name] = layer
+    return leaves
+
+
+def copy_weights_by_name(source: keras.Model, target: keras.Model) -> None:
+    """Copy every weighted layer of ``target`` from the layer of the same name in ``source``."""
+    available = _leaf_layers(source)
+    for name, layer in _leaf_layers(target).items():
+        if not layer.weights:
+            continue
+        if name not in available:
+            raise ValueError(f"layer {name!r} has no counterpart in {source.name}")
+        layer.set_weights(available[name].get_weights())

@@ -1,0 +1,128 @@
+"""Run a ``.tflite`` artifact with the LiteRT interpreter (``ai_edge_litert``, or the older
+``tflite_runtime`` on devices that only have that); never through TensorFlow."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brainedge.errors import MissingDependencyError, ModelLoadError
+from runtime.base import (
+    Predictor,
+    TensorSpec,
+    check_io_spec,
+    check_model_file,
+    check_num_threads,
+)
+
+
+@functools.cache
+def _interpreter_class() -> tuple[type, str, str]:
+    """(Interpreter class, library name, library version) of the first LiteRT found."""
+    try:
+        import ai_edge_litert
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai-edge-litert", ai_edge_litert.__version__
+    except ImportError:
+        pass
+    try:
+        import tflite_runtime
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter, "tflite-runtime", tflite_runtime.__version__
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "running .tflite models needs ai-edge-litert (or tflite-runtime); install it with: "
+            "pip install 'brainedge[edge]'"
+        ) from exc
+
+
+def _spec(detail: dict[str, Any], path: Path) -> TensorSpec:
+    scales = detail["quantization_parameters"]["scales"]
+    zero_points = detail["quantization_parameters"]["zero_points"]
+    if len(scales) > 1:
+        raise ModelLoadError(f"{path}: tensor {detail['name']!r} is quantized per channel; "
+                             "only per-tensor input/output quantization is supported")
+    scale = float(scales[0]) if len(scales) else None
+    zero_point = int(zero_points[0]) if len(scales) else None
+    spec = TensorSpec(
+        name=detail["name"],
+        shape=tuple(None if d < 0 else int(d) for d in detail["shape_signature"]),
+        dtype=np.dtype(detail["dtype"]).name,
+        scale=scale,
+        zero_point=zero_point,
+    )
+    return check_io_spec(spec, path)
+
+
+class LiteRTPredictor(Predictor):
+    """A ``.tflite`` model; any batch size, however the model's batch dimension was exported.
+
+    One interpreter owns one set of input/output buffers, so two threads interleaving
+    resize / set_tensor / invoke / get_tensor would read each other's results (or resize
+    under a running invoke). A lock makes each ``predict`` call atomic; for parallel
+    throughput use one predictor per thread.
+    """
+
+    name = "litert"
+
+    def __init__(self, path: str | Path, num_threads: int | None = None) -> None:
+        interpreter_class, self.library, self.version = _interpreter_class()
+        self.path = check_model_file(path)
+        self.num_threads = check_num_threads(num_threads)
+        try:
+            self._interpreter = interpreter_class(
+                model_path=str(self.path), num_threads=self.num_threads
+            )
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelLoadError(
+                f"{self.path}: LiteRT cannot load it as a TFLite model ({exc}); the file may be "
+                "truncated or not a .tflite file, re-create it with brainedge optimize"
+            ) from exc
+        inputs = self._interpreter.get_input_details()
+        outputs = self._interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelLoadError(
+                f"{self.path}: expected a classifier with one input and one output, found "
+                f"{len(inputs)} inputs and {len(outputs)} outputs"
+            )
+        self._input_index = inputs[0]["index"]
+        self._output_index = outputs[0]["index"]
+        self._shape = tuple(int(d) for d in inputs[0]["shape"])
+        self.input_spec = _spec(inputs[0], self.path)
+        self.output_spec = _spec(outputs[0], self.path)
+        # A batch dimension fixed at export (shape_signature[0] > 0) cannot always be resized:
+        # reshapes inside the graph may hard-code it. Such models get fed in chunks of it.
+        self._fixed_batch = self.input_spec.shape[0]
+        self._lock = threading.Lock()
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        size = self._fixed_batch
+        if size is None or len(batch) == size:
+            return self._invoke(batch)
+        outputs = []
+        for start in range(0, len(batch), size):
+            chunk = batch[start:start + size]
+            if len(chunk) < size:
+                pad = np.zeros((size - len(chunk), *chunk.shape[1:]), dtype=chunk.dtype)
+                outputs.append(self._invoke(np.concatenate([chunk, pad]))[:len(chunk)])
+            else:
+                outputs.append(self._invoke(chunk))
+        return np.concatenate(outputs)
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            if batch.shape != self._shape:
+                self._interpreter.resize_tensor_input(self._input_index, batch.shape)
+                self._interpreter.allocate_tensors()
+                self._shape = batch.shape
+            self._interpreter.set_tensor(self._input_index, np.ascontiguousarray(batch))
+            self._interpreter.invoke()
+            # get_tensor copies, so the result outlives the next call's buffers.
+            return self._interpreter.get_tensor(self._output_index)
