@@ -68,11 +68,11 @@ evaluate: audit
 compare: $(BIN)/.installed
 	$(BIN)/brainedge compare $(addprefix $(RUNS)/,$(MODELS)) --out $(REPORTS)/compare.md
 
-# Every variant of every trained model; exits non-zero if one fails its parity gate.
+# Every variant of every trained model; exits non-zero at the end if one failed its parity gate.
 optimize: $(BIN)/.installed
-	@for m in $(MODELS); do \
-	  $(BIN)/brainedge optimize $(RUNS)/$$m $(OPTIMIZE_ARGS) || exit $$?; \
-	done
+	@status=0; for m in $(MODELS); do \
+	  $(BIN)/brainedge optimize $(RUNS)/$$m $(OPTIMIZE_ARGS) || status=$$?; \
+	done; exit $$status
 
 test: $(BIN)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -237,9 +237,10 @@ def _variant_names() -> list[str]:
 @click.option("--list-variants", is_flag=True, help="List the variant names and exit.")
 @click.option("--sparsity", type=float, default=0.5, show_default=True,
               help="Target sparsity of magnitude pruning.")
-@click.option("--prune-epochs", type=click.IntRange(1), default=2, show_default=True,
+@click.option("--prune-epochs", type=click.IntRange(1), default=3, show_default=True,
               help="Fine-tuning epochs while pruning (and for QAT).")
-@click.option("--prune-learning-rate", type=float, default=1e-5, show_default=True)
+@click.option("--prune-learning-rate", type=float, default=1e-4, show_default=True,
+              help="Adam learning rate while pruning (and for QAT).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--calibration-size", type=click.IntRange(1), default=200, show_default=True,
               help="Training images used to calibrate full-integer quantization.")

@@ -70,8 +70,8 @@ DEFAULT_VARIANTS = tuple(v for v in ALL_VARIANTS if v.source is not Source.QAT)
 @dataclass(frozen=True)
 class PruneConfig:
     target_sparsity: float = 0.5
-    fine_tune_epochs: int = 2
-    learning_rate: float = 1e-5
+    fine_tune_epochs: int = 3
+    learning_rate: float = 1e-4
     batch_size: int = 32
 
     def __post_init__(self) -> None:

@@ -240,7 +240,9 @@ def test_qat_model_starts_where_the_float_model_is():
     expected = model.predict_on_batch(images)
     assert np.ptp(expected, axis=0).max() > 0.2  # outputs vary, so the comparison means something
     np.testing.assert_allclose(qat.predict_on_batch(images), expected, atol=0.03)
-    input_min = qat.get_layer("quantize_layer").non_trainable_weights[0].numpy()
+    # Keras numbers the name ("quantize_layer_1") when another QAT model exists in the session.
+    quantize_layer = next(layer for layer in qat.layers if layer.name.startswith("quantize_layer"))
+    input_min = quantize_layer.non_trainable_weights[0].numpy()
     assert input_min <= images.min() < -100
     config = qat.get_layer("quant_pre_bn").quantize_config
     assert isinstance(config, OutputQuantizeConfig) and not config.quantize_output
