@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help venv data train audit evaluate compare optimize test test-edge lint clean
+.PHONY: help venv data train audit evaluate compare optimize test test-edge edge-check lint clean
 
 help:
 	@echo "make venv      create $(VENV) and install brainedge[$(EXTRAS)] (automatic on first use)"
@@ -32,6 +32,7 @@ help:
 	@echo "make compare   one table comparing the trained runs"
 	@echo "make optimize  pruned / quantized TFLite and ONNX variants of each run, checked vs FP32"
 	@echo "make test      run the test suite;  make lint: ruff"
+	@echo "make edge-check  install only brainedge[edge] in $(EDGE_VENV) and run the TF-free tests"
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +81,16 @@ test: $(BIN)/.installed
 # What an edge device runs: everything that does not need TensorFlow.
 test-edge: $(BIN)/.installed
 	$(BIN)/pytest -m "not tf" $(PYTEST_ARGS)
+
+# The same tests in a separate venv holding only brainedge[edge,dev]: proves that the edge
+# install (Raspberry Pi, CPU server) needs no TensorFlow.
+EDGE_VENV ?= .venv-edge
+edge-check:
+	$(PYTHON) -m venv $(EDGE_VENV)
+	$(EDGE_VENV)/bin/pip install --quiet --upgrade pip
+	$(EDGE_VENV)/bin/pip install --quiet -c constraints.txt ".[edge,dev]"
+	! $(EDGE_VENV)/bin/python -c "import tensorflow" 2>/dev/null
+	$(EDGE_VENV)/bin/python -m pytest -m "not tf" -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

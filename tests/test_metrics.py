@@ -6,6 +6,10 @@ import json
 
 import numpy as np
 import pytest
+
+pytest.importorskip("sklearn", reason="scikit-learn is not installed (brainedge[train])")
+pytest.importorskip("matplotlib", reason="matplotlib is not installed (brainedge[train])")
+
 from sklearn.metrics import f1_score, roc_auc_score
 
 from training.metrics import (
