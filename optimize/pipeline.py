@@ -205,7 +205,9 @@ def optimize_run(config: OptimizeConfig, data: Path | None = None,
         except BrainEdgeError as exc:
             log.error("%s: %s", variant.name, exc)
             results.append(ArtifactResult(variant, ERROR, None, str(exc)))
-    return _summarize(out_dir, parent, results)
+        # Rewritten after every variant: an interrupted run still leaves a summary of its work.
+        summary = _summarize(out_dir, parent, results)
+    return summary
 
 
 COLUMNS = [

@@ -17,7 +17,7 @@ from brainedge.errors import ConfigError, ConversionError, requires
 from optimize.config import PruneConfig
 from runtime.preprocess import PreprocessSpec
 from training.config import AugmentConfig
-from training.pipeline import PreparedSet, to_tf_dataset
+from training.pipeline import PreparedSet, keras_verbosity, to_tf_dataset
 from training.tf_compat import keras
 
 tfmot = requires("tensorflow_model_optimization", "train")
@@ -63,7 +63,7 @@ def prune_model(
         validation_data=to_tf_dataset(val, spec, num_classes, config.batch_size, None, seed),
         epochs=config.fine_tune_epochs,
         callbacks=[sparsity.UpdatePruningStep()],
-        verbose=0,
+        verbose=keras_verbosity(),
     )
     try:
         return sparsity.strip_pruning(wrapped)

@@ -32,7 +32,7 @@ from brainedge.errors import ConfigError, ConversionError, requires
 from optimize.prune import copy_with_frozen_batchnorm
 from runtime.preprocess import PreprocessSpec, scale
 from training.config import AugmentConfig
-from training.pipeline import PreparedSet, to_tf_dataset
+from training.pipeline import PreparedSet, keras_verbosity, to_tf_dataset
 from training.tf_compat import keras, tf
 
 tfmot = requires("tensorflow_model_optimization", "train")
@@ -121,7 +121,7 @@ def quantize_aware(
         to_tf_dataset(train, spec, num_classes, batch_size, AugmentConfig(), seed),
         validation_data=to_tf_dataset(val, spec, num_classes, batch_size, None, seed),
         epochs=epochs,
-        verbose=0,
+        verbose=keras_verbosity(),
     )
     return qat
 

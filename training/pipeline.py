@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -139,6 +140,11 @@ def to_tf_dataset(
     # A generator cannot be sharded by file; multi-worker training shards its batches instead.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options).prefetch(2)
+
+
+def keras_verbosity() -> int:
+    """A progress bar on a terminal, one line per epoch in logs: long fits stay visible."""
+    return 1 if sys.stdout.isatty() else 2
 
 
 def log_progress(what: str) -> Callable[[int, int], None]:

@@ -22,7 +22,6 @@ import logging
 import math
 import platform
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,13 @@ from brainedge.manifest import (
 )
 from training.config import Precision, TrainConfig
 from training.data import DatasetIndex, scan_dataset, stratified_split
-from training.pipeline import PreparedSet, load_prepared, log_progress, to_tf_dataset
+from training.pipeline import (
+    PreparedSet,
+    keras_verbosity,
+    load_prepared,
+    log_progress,
+    to_tf_dataset,
+)
 from training.tf_compat import keras, tf
 
 log = logging.getLogger(__name__)
@@ -156,7 +161,7 @@ def _fit_phase(model, train_ds, val_ds, run_dir, config, phase, epochs, initial_
     model.fit(
         train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
         callbacks=_callbacks(run_dir, config, phase),
-        verbose=1 if sys.stdout.isatty() else 2,
+        verbose=keras_verbosity(),
     )
     # The epoch count at the end of the phase: where a resumed fine-tuning phase starts.
     marker.write_text(f"{len(_read_history(run_dir / 'training_log.csv'))}\n")
