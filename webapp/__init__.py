@@ -1,0 +1,2 @@
+"""Stage 5: the Flask UI and JSON API that serve the chosen runtime. Not built yet: see
+issue #5."""
