@@ -206,7 +206,7 @@ def optimize_run(config: OptimizeConfig, data: Path | None = None,
             log.error("%s: %s", variant.name, exc)
             results.append(ArtifactResult(variant, ERROR, None, str(exc)))
         # Rewritten after every variant: an interrupted run still leaves a summary of its work.
-        summary = _summarize(out_dir, parent, results)
+        summary = _summarize(out_dir, parent, results, config.tolerance)
     return summary
 
 
@@ -218,7 +218,8 @@ COLUMNS = [
 ]
 
 
-def _summarize(out_dir: Path, parent: Parent, results: list[ArtifactResult]) -> Summary:
+def _summarize(out_dir: Path, parent: Parent, results: list[ArtifactResult],
+               tolerance: float) -> Summary:
     from training.reports import markdown_table
 
     rows = []
@@ -237,7 +238,7 @@ def _summarize(out_dir: Path, parent: Parent, results: list[ArtifactResult]) -> 
         f"Parent: float32 Keras, validation accuracy "
         f"{next((r['val_parent_accuracy'] for r in rows if 'val_parent_accuracy' in r), 0):.4f}"
         f" on {val_n} images. A variant fails when its accuracy drops more than "
-        f"{results[0].metrics.get('tolerance', 0) * 100 if results else 0:.1f} points below it.",
+        f"{tolerance * 100:.1f} points below it.",
         "Sizes are compared with the float32 TFLite file; gzip shows what pruning saves.", "",
         markdown_table(rows, columns), "",
     ]
