@@ -57,10 +57,6 @@ class CalibrationError(BrainEdgeError):
     """The calibration set for int8 quantization is empty or too small."""
 
 
-class ParityError(BrainEdgeError):
-    """An optimized artifact lost more accuracy than the tolerance allows, or disagrees in shape."""
-
-
 class ModelLoadError(BrainEdgeError):
     """An artifact cannot be loaded by its runtime (truncated, wrong format, unsupported)."""
 

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from brainedge.errors import BrainEdgeError, ParityError
+from brainedge.errors import BrainEdgeError, ShapeMismatchError
 from brainedge.manifest import Manifest, atomic_path, hash_files, write_json, write_manifest
 from optimize.config import Format, OptimizeConfig, QuantApproach, Source, Variant
 from optimize.parent import Parent
-from optimize.validate import FAILED, PASSED, Parity, compare, predict_all
+from optimize.validate import FAILED, PASSED, Parity, compare
+from training.pipeline import predict_prepared
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def optimize_run(config: OptimizeConfig, data: Path | None = None,
                                                config.seed, config.min_calibration_size)
     n_classes = len(parent.class_names)
     splits = {"val": parent.val, **({"test": parent.test} if parent.test else {})}
-    parent_probs = {name: predict_all(parent.model.predict_on_batch, data_, parent.spec,
+    parent_probs = {name: predict_prepared(parent.model.predict_on_batch, data_, parent.spec,
                                       n_classes) for name, data_ in splits.items()}
     sources, onnx_cache = _Sources(parent, config), {}
     results: list[ArtifactResult] = []
@@ -182,7 +183,7 @@ def optimize_run(config: OptimizeConfig, data: Path | None = None,
             predictor = get_predictor(path)
             parity: dict[str, Parity] = {}
             for name, data_ in splits.items():
-                probs = predict_all(predictor.predict, data_, parent.spec, n_classes)
+                probs = predict_prepared(predictor.predict, data_, parent.spec, n_classes)
                 parity[name] = compare(probs, parent_probs[name], data_.labels,
                                        parent.class_names, config.tolerance, name)
             status = PASSED if all(p.status == PASSED for p in parity.values()) else FAILED
@@ -200,8 +201,8 @@ def optimize_run(config: OptimizeConfig, data: Path | None = None,
             results.append(ArtifactResult(variant, status, path, None, {**metrics, **notes}))
             progress(f"{variant.name}: {status}, val accuracy {parity['val'].accuracy:.4f} "
                      f"(parent {parity['val'].parent_accuracy:.4f}), {len(blob) / 1e6:.2f} MB")
-        except ParityError:
-            raise
+        except ShapeMismatchError:
+            raise  # a model that answers in the wrong shape is a bug, not a weak variant
         except BrainEdgeError as exc:
             log.error("%s: %s", variant.name, exc)
             results.append(ArtifactResult(variant, ERROR, None, str(exc)))

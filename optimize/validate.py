@@ -1,21 +1,18 @@
 """Check an artifact against its float32 parent, running it in its own runtime.
 
-A wrong output shape is fatal (``ParityError``); an accuracy drop beyond the tolerance marks the
-artifact failed, which the summary shows and the command's exit code reports unless the user
-allows it. Failures are collected, never silently accepted.
+A wrong output shape is fatal (``ShapeMismatchError``, raised by
+``training.pipeline.predict_prepared``); an accuracy drop beyond the tolerance marks the artifact
+failed, which the summary shows and the command's exit code reports unless the user allows it.
+Failures are collected, never silently accepted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from brainedge.errors import ParityError
-from runtime.preprocess import PreprocessSpec
 from training.metrics import classification_metrics
-from training.pipeline import PreparedSet, iterate_batches
 
 PASSED, FAILED = "passed", "failed"
 
@@ -39,19 +36,6 @@ class Parity:
 
     def to_dict(self) -> dict[str, float | int | str]:
         return {**asdict(self), "drop": self.drop}
-
-
-def predict_all(predict: Callable[[np.ndarray], np.ndarray], data: PreparedSet,
-                spec: PreprocessSpec, num_classes: int, batch_size: int = 32) -> np.ndarray:
-    """Probabilities for every image of ``data``, through the shared preprocessing."""
-    outputs = []
-    for x, _ in iterate_batches(data, spec, num_classes, batch_size, None, 0):
-        probs = np.asarray(predict(x))
-        if probs.shape != (len(x), num_classes):
-            raise ParityError(f"artifact returned shape {probs.shape} for a batch of {len(x)}; "
-                              f"expected ({len(x)}, {num_classes})")
-        outputs.append(probs.astype(np.float64))
-    return np.concatenate(outputs)
 
 
 def compare(probs: np.ndarray, parent_probs: np.ndarray, labels: np.ndarray,

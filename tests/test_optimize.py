@@ -104,9 +104,9 @@ def _parent_always_right(monkeypatch) -> None:
 
     def relabelled(*args, **kwargs):
         parent = real(*args, **kwargs)
-        from optimize.validate import predict_all
+        from training.pipeline import predict_prepared
 
-        probs = predict_all(parent.model.predict_on_batch, parent.val, parent.spec, 4)
+        probs = predict_prepared(parent.model.predict_on_batch, parent.val, parent.spec, 4)
         val = dataclasses.replace(parent.val, labels=probs.argmax(1))
         return dataclasses.replace(parent, val=val)
 

@@ -377,3 +377,21 @@ def test_each_epoch_is_shuffled_differently_but_reproducibly():
     assert order(0) == order(0)
     assert order(0) != order(1)
     assert order(0, seed=3) != order(0, seed=4)
+
+
+def test_predict_prepared_keeps_order_and_refuses_a_wrong_output_shape():
+    from brainedge.errors import ShapeMismatchError
+    from training.pipeline import PreparedSet, predict_prepared
+
+    images = np.stack([np.full((32, 32, 3), v, np.uint8) for v in (0, 100, 200, 250, 30)])
+    data = PreparedSet(images, np.array([0, 1, 2, 3, 0]), tuple("abcde"), ())
+    spec = PreprocessSpec(image_size=32, scaling="unit")
+
+    def mean_as_probs(x):
+        m = x.mean(axis=(1, 2, 3))
+        return np.stack([m, 1 - m, m, 1 - m], axis=1)
+
+    probs = predict_prepared(mean_as_probs, data, spec, 4, batch_size=2)
+    np.testing.assert_allclose(probs[:, 0], images.mean(axis=(1, 2, 3)) / 255.0, atol=1e-6)
+    with pytest.raises(ShapeMismatchError, match=r"expected \(2, 4\)"):
+        predict_prepared(lambda x: np.zeros((len(x), 3)), data, spec, 4, batch_size=2)

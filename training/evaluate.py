@@ -21,7 +21,7 @@ from brainedge.manifest import atomic_path, read_json, write_json
 from runtime.preprocess import PreprocessSpec
 from training.data import read_path_list, scan_dataset
 from training.metrics import classification_metrics
-from training.pipeline import iterate_batches, load_prepared, log_progress
+from training.pipeline import load_prepared, log_progress, predict_prepared
 from training.reports import metrics_markdown, plot_confusion_matrix
 
 log = logging.getLogger(__name__)
@@ -70,11 +70,8 @@ def evaluate_run(config: EvalConfig) -> EvalReport:
         )
     spec = PreprocessSpec.from_dict(manifest.preprocessing)
     test = load_prepared(index.test, spec, progress=log_progress("test images"))
-    probs = np.concatenate([
-        model.predict_on_batch(x)
-        for x, _ in iterate_batches(test, spec, len(index.class_names), config.batch_size,
-                                    None, 0)
-    ]).astype(np.float64)
+    probs = predict_prepared(model.predict_on_batch, test, spec, len(index.class_names),
+                             config.batch_size)
 
     subsets = {"full test": np.ones(len(test), dtype=bool)}
     if config.clean_list:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from brainedge.errors import DatasetError, ImageDecodeError
+from brainedge.errors import DatasetError, ImageDecodeError, ShapeMismatchError
 from runtime.imageio import read_image
 from runtime.preprocess import PreprocessSpec, prepare, scale
 from training.config import AugmentConfig
@@ -109,6 +109,28 @@ def iterate_batches(
         if augment_cfg:
             batch = np.stack([augment(img, rng, augment_cfg) for img in batch])
         yield scale(batch, spec), eye[data.labels[idx]]
+
+
+def predict_prepared(
+    predict: Callable[[np.ndarray], np.ndarray],
+    data: PreparedSet,
+    spec: PreprocessSpec,
+    num_classes: int,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """Probabilities for every image of ``data`` through the shared scaling, in order.
+
+    ``predict`` is a Keras ``predict_on_batch`` or a runtime predictor's ``predict``; an output
+    of the wrong shape is a ``ShapeMismatchError``, never silently reshaped.
+    """
+    outputs = []
+    for x, _ in iterate_batches(data, spec, num_classes, batch_size, None, 0):
+        probs = np.asarray(predict(x))
+        if probs.shape != (len(x), num_classes):
+            raise ShapeMismatchError(f"model returned shape {probs.shape} for a batch of "
+                                     f"{len(x)}; expected ({len(x)}, {num_classes})")
+        outputs.append(probs.astype(np.float64))
+    return np.concatenate(outputs)
 
 
 def to_tf_dataset(

@@ -45,6 +45,7 @@ from training.pipeline import (
     keras_verbosity,
     load_prepared,
     log_progress,
+    predict_prepared,
     to_tf_dataset,
 )
 from training.tf_compat import keras, tf
@@ -257,13 +258,8 @@ def train(config: TrainConfig, run_dir: Path, overwrite: bool = False) -> TrainR
 
 def _finish(run_dir: Path, config: TrainConfig, index: DatasetIndex, model: keras.Model,
             val_set: PreparedSet, precision: Precision, replicas: int) -> TrainResult:
-    from training.pipeline import iterate_batches
-
     spec = config.preprocess
-    probs = np.concatenate([
-        model.predict_on_batch(x)
-        for x, _ in iterate_batches(val_set, spec, len(index.class_names), 64, None, 0)
-    ])
+    probs = predict_prepared(model.predict_on_batch, val_set, spec, len(index.class_names), 64)
     val_accuracy = float(np.mean(probs.argmax(1) == val_set.labels))
     history = _read_history(run_dir / "training_log.csv")
     seconds = [h["epoch_seconds"] for h in history if "epoch_seconds" in h]
