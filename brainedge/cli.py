@@ -241,6 +241,10 @@ def _variant_names() -> list[str]:
               help="Fine-tuning epochs while pruning (and for QAT).")
 @click.option("--prune-learning-rate", type=float, default=1e-4, show_default=True,
               help="Adam learning rate while pruning (and for QAT).")
+@click.option("--clusters", type=click.IntRange(2, 256), default=16, show_default=True,
+              help="Shared weight values per kernel in the pruned-clustered variants.")
+@click.option("--cluster-epochs", type=click.IntRange(0), default=1, show_default=True,
+              help="Fine-tuning epochs of the cluster centroids (0: k-means only).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--calibration-size", type=click.IntRange(1), default=200, show_default=True,
               help="Training images used to calibrate full-integer quantization.")
@@ -256,8 +260,9 @@ def _variant_names() -> list[str]:
 @_friendly_errors
 def optimize(run_dir: Path | None, data_dir: Path | None, out: Path | None,
              variants: tuple[str, ...], qat: bool, list_variants: bool, sparsity: float,
-             prune_epochs: int, prune_learning_rate: float, batch_size: int,
-             calibration_size: int, int8_io: str, opset: int, tolerance: float,
+             prune_epochs: int, prune_learning_rate: float, clusters: int,
+             cluster_epochs: int, batch_size: int, calibration_size: int, int8_io: str,
+             opset: int, tolerance: float,
              allow_failures: bool, on_test: bool) -> None:
     """Prune, quantize and convert a trained run to TFLite and ONNX; check each against FP32.
 
@@ -271,6 +276,7 @@ def optimize(run_dir: Path | None, data_dir: Path | None, out: Path | None,
         raise click.UsageError("RUN_DIR is required (a finished `brainedge train` folder)")
     from optimize.config import (
         DEFAULT_VARIANTS,
+        ClusterConfig,
         OptimizeConfig,
         PruneConfig,
         Source,
@@ -286,6 +292,8 @@ def optimize(run_dir: Path | None, data_dir: Path | None, out: Path | None,
         allow_failures=allow_failures, evaluate_on_test=on_test, qat_epochs=prune_epochs,
         prune=PruneConfig(target_sparsity=sparsity, fine_tune_epochs=prune_epochs,
                           learning_rate=prune_learning_rate, batch_size=batch_size),
+        cluster=ClusterConfig(clusters=clusters, fine_tune_epochs=cluster_epochs,
+                              batch_size=batch_size),
     )
     from optimize.pipeline import optimize_run
 

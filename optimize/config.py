@@ -30,6 +30,8 @@ class Source(str, Enum):
     BASE = "base"  # the trained float32 model
     PRUNED = "pruned"  # magnitude pruning to a target sparsity, fine-tuned, stripped
     PRUNED_2_4 = "pruned-2x4"  # structured 2:4 sparsity
+    # the pruned model with each kernel's non-zero weights clustered onto a few shared values
+    PRUNED_CLUSTERED = "pruned-clustered"
     QAT = "qat"  # quantization-aware training, then int8
 
 
@@ -62,6 +64,8 @@ ALL_VARIANTS: tuple[Variant, ...] = (
     *(Variant(Source.PRUNED, Format.TFLITE, a) for a in _TFLITE),
     *(Variant(Source.PRUNED_2_4, Format.TFLITE, a) for a in (QuantApproach.FP32,
                                                               QuantApproach.INT8)),
+    *(Variant(Source.PRUNED_CLUSTERED, Format.TFLITE, a) for a in (QuantApproach.FP32,
+                                                                    QuantApproach.INT8)),
     Variant(Source.QAT, Format.TFLITE, QuantApproach.INT8),
 )
 DEFAULT_VARIANTS = tuple(v for v in ALL_VARIANTS if v.source is not Source.QAT)
@@ -86,6 +90,24 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    clusters: int = 16  # shared values per kernel besides zero: at most 4 bits each
+    fine_tune_epochs: int = 1
+    learning_rate: float = 1e-5  # centroids only move; TFMOT's examples use 1e-5 too
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.clusters <= 256:
+            raise ConfigError(f"clusters must be in 2..256, got {self.clusters}")
+        if self.fine_tune_epochs < 0:
+            raise ConfigError("cluster fine-tuning epochs must be >= 0")
+        if not 0 < self.learning_rate < 1:
+            raise ConfigError(f"learning rate must be in (0, 1), got {self.learning_rate}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
 class OptimizeConfig:
     run_dir: Path
     out_dir: Path | None = None  # default: RUN_DIR/optimized
@@ -98,6 +120,7 @@ class OptimizeConfig:
     allow_failures: bool = False
     evaluate_on_test: bool = False
     prune: PruneConfig = field(default_factory=PruneConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     qat_epochs: int = 1
     seed: int = 0
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from brainedge.errors import BrainEdgeError, ShapeMismatchError
 from brainedge.manifest import Manifest, atomic_path, hash_files, write_json, write_manifest
-from optimize.config import Format, OptimizeConfig, QuantApproach, Source, Variant
+from optimize.config import ALL_VARIANTS, Format, OptimizeConfig, QuantApproach, Source, Variant
 from optimize.parent import Parent
 from optimize.validate import FAILED, PASSED, Parity, compare
 from training.pipeline import predict_prepared
@@ -72,6 +72,7 @@ class _Sources:
         return self._models[source]
 
     def _build(self, source: Source) -> Any:
+        from optimize.cluster import cluster_model, describe
         from optimize.prune import prune_model, xnnpack_latency_policy
         from optimize.qat import quantize_aware
 
@@ -85,6 +86,10 @@ class _Sources:
                                   "xnnpack_latency_policy_reason": reason}
             return prune_model(p.model, p.train, p.val, p.spec, n, c.prune, m_by_n=(2, 4),
                                seed=c.seed)
+        if source is Source.PRUNED_CLUSTERED:
+            pruned = self.get(Source.PRUNED)
+            self.notes[source] = describe(c.cluster)
+            return cluster_model(pruned, p.train, p.val, p.spec, n, c.cluster, seed=c.seed)
         if source is Source.QAT:
             return quantize_aware(p.model, p.train, p.val, p.spec, n, epochs=c.qat_epochs,
                                   learning_rate=c.prune.learning_rate,
@@ -166,8 +171,13 @@ def optimize_run(config: OptimizeConfig, data: Path | None = None,
     parent_probs = {name: predict_prepared(parent.model.predict_on_batch, data_, parent.spec,
                                       n_classes) for name, data_ in splits.items()}
     sources, onnx_cache = _Sources(parent, config), {}
+    # Variants made earlier from this same parent stay in the summary: `--variant X` adds X to
+    # the folder rather than hiding its neighbours.
+    earlier = _earlier_results(out_dir, parent, {v.name for v in config.variants})
     results: list[ArtifactResult] = []
-    reference_size: int | None = None
+    reference_size: int | None = next(
+        (r.metrics.get("size_bytes") for r in earlier
+         if r.variant == Variant(Source.BASE, Format.TFLITE, QuantApproach.FP32)), None)
 
     for variant in sorted(config.variants, key=lambda v: (v.source is not Source.BASE,
                                                           v.format is not Format.TFLITE)):
@@ -207,8 +217,31 @@ def optimize_run(config: OptimizeConfig, data: Path | None = None,
             log.error("%s: %s", variant.name, exc)
             results.append(ArtifactResult(variant, ERROR, None, str(exc)))
         # Rewritten after every variant: an interrupted run still leaves a summary of its work.
-        summary = _summarize(out_dir, parent, results, config.tolerance)
-    return summary
+        markdown = _summarize(out_dir, parent, [*earlier, *results], config.tolerance)
+    # The gate judges what this run built; earlier variants are listed, not re-judged.
+    return Summary(out_dir, tuple(results), markdown)
+
+
+def _earlier_results(out_dir: Path, parent: Parent, exclude: set[str]) -> list[ArtifactResult]:
+    """Intact variants already in ``out_dir`` that were made from this parent's manifest."""
+    from brainedge.manifest import load_manifest
+
+    found = []
+    for variant in ALL_VARIANTS:
+        folder = out_dir / variant.name
+        if variant.name in exclude or not (folder / "manifest.json").is_file():
+            continue
+        try:
+            manifest = load_manifest(folder)
+        except BrainEdgeError as exc:
+            log.warning("%s: not listed in the summary: %s", variant.name, exc)
+            continue
+        made_from = manifest.extra.get("parent_manifest", {}).get("manifest_sha256")
+        if made_from == parent.reference["manifest_sha256"]:
+            found.append(ArtifactResult(variant, manifest.metrics.get("status", ERROR),
+                                        folder / next(iter(manifest.files)),
+                                        None, dict(manifest.metrics)))
+    return found
 
 
 COLUMNS = [
@@ -220,9 +253,10 @@ COLUMNS = [
 
 
 def _summarize(out_dir: Path, parent: Parent, results: list[ArtifactResult],
-               tolerance: float) -> Summary:
+               tolerance: float) -> str:
     from training.reports import markdown_table
 
+    results = sorted(results, key=lambda r: ALL_VARIANTS.index(r.variant))
     rows = []
     for r in results:
         row = r.row()
@@ -255,4 +289,4 @@ def _summarize(out_dir: Path, parent: Parent, results: list[ArtifactResult],
     with atomic_path(out_dir / "summary.md") as tmp:
         tmp.write_text(markdown)
     write_json(out_dir / "summary.json", {"run_dir": str(parent.run_dir), "variants": rows})
-    return Summary(out_dir, tuple(results), markdown)
+    return markdown

@@ -108,20 +108,20 @@ def copy_with_frozen_batchnorm(model: keras.Model) -> keras.Model:
     return copy
 
 
-def _prunable_layers(model: keras.Model) -> list[tuple[keras.layers.Layer, list]]:
+def prunable_layers(model: keras.Model) -> list[tuple[keras.layers.Layer, list]]:
     """Conv2D and Dense layers (and their variables), except those that produce an output."""
     outputs = set(model.output_names)
-    return [(layer, weights) for layer, weights in _leaf_layers(model)
+    return [(layer, weights) for layer, weights in leaf_layers(model)
             if isinstance(layer, _PRUNABLE) and layer.name not in outputs]
 
 
-def _leaf_layers(model: keras.Model) -> list[tuple[keras.layers.Layer, list]]:
+def leaf_layers(model: keras.Model) -> list[tuple[keras.layers.Layer, list]]:
     """(layer, its own variables) for every layer, looking inside nested models and through
     pruning and quantization wrappers, whose masks and ranges are not counted."""
     leaves: list[tuple[keras.layers.Layer, list]] = []
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            leaves.extend(_leaf_layers(layer))
+            leaves.extend(leaf_layers(layer))
         elif isinstance(layer, keras.layers.Wrapper):
             # Not `layer.layer.weights`: a QAT wrapper re-points the inner `kernel` at its
             # fake-quantized tensor, which drops the variable from the inner layer's list.
@@ -135,7 +135,7 @@ def _leaf_layers(model: keras.Model) -> list[tuple[keras.layers.Layer, list]]:
 
 
 def _wrap(model: keras.Model, schedule: Any, m_by_n: tuple[int, int] | None) -> keras.Model:
-    names = {layer.name for layer, _ in _prunable_layers(model)}
+    names = {layer.name for layer, _ in prunable_layers(model)}
 
     def wrap_prunable(layer: keras.layers.Layer) -> keras.layers.Layer:
         if layer.name not in names:
@@ -159,10 +159,10 @@ def sparsity_report(model: keras.Model, m_by_n: tuple[int, int] | None = (2, 4))
     given, ``m_by_n_ok``: whether every prunable kernel has at least m zeros in each group of n
     consecutive input-channel weights (TFLite's layout for structured sparsity).
     """
-    leaves = _leaf_layers(model)
-    kernels = {layer.name: _kernel(weights) for layer, weights in leaves
+    leaves = leaf_layers(model)
+    kernels = {layer.name: kernel_of(weights) for layer, weights in leaves
                if isinstance(layer, _PRUNABLE)}
-    prunable = [kernels[layer.name] for layer, _ in _prunable_layers(model)]
+    prunable = [kernels[layer.name] for layer, _ in prunable_layers(model)]
     total = sum(k.size for k in prunable)
     zeros = sum(int(np.count_nonzero(k == 0)) for k in prunable)
     report: dict[str, Any] = {
@@ -178,8 +178,10 @@ def sparsity_report(model: keras.Model, m_by_n: tuple[int, int] | None = (2, 4))
     return report
 
 
-def _kernel(weights: list) -> np.ndarray:
-    (kernel,) = (w for w in weights if w.name.split(":")[0].endswith("/kernel"))
+def kernel_of(weights: list) -> np.ndarray:
+    """The kernel among a layer's variables, named ``.../kernel:0`` or, once TFMOT's
+    clustering wrapper is stripped, plain ``kernel:0``."""
+    (kernel,) = (w for w in weights if w.name.split(":")[0].split("/")[-1] == "kernel")
     return kernel.numpy()
 
 

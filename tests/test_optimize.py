@@ -16,7 +16,8 @@ from brainedge.manifest import load_manifest
 
 pytestmark = pytest.mark.tf
 
-VARIANTS = ["tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8", "pruned-tflite-int8"]
+VARIANTS = ["tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8", "pruned-tflite-int8",
+            "pruned-clustered-tflite-int8"]
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +69,41 @@ def test_pruned_variant_reaches_its_target_sparsity(optimized: Path) -> None:
     assert metrics["gzip_ratio"] < load_manifest(optimized / "tflite-int8").metrics["gzip_ratio"]
 
 
+def test_clustered_variant_keeps_the_sparsity_and_deflates_further(optimized: Path) -> None:
+    manifest = load_manifest(optimized / "pruned-clustered-tflite-int8")
+    pruned = load_manifest(optimized / "pruned-tflite-int8").metrics
+    assert manifest.metrics["sparsity"] == pytest.approx(pruned["sparsity"])
+    assert manifest.metrics["gzip_ratio"] < pruned["gzip_ratio"]
+    assert manifest.extra["clusters"] == 16
+
+
 def test_summary_lists_every_variant_in_markdown_and_json(optimized: Path) -> None:
     rows = json.loads((optimized / "summary.json").read_text())["variants"]
     assert [r["variant"] for r in rows] == VARIANTS
     markdown = (optimized / "summary.md").read_text()
     for name in VARIANTS:
         assert f"| {name} |" in markdown
+
+
+def test_a_later_run_adds_its_variant_and_keeps_intact_earlier_ones_listed(
+    optimized: Path, trained_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "optimized"
+    shutil.copytree(optimized, out)
+    truncated = out / "onnx-int8" / "model.onnx"
+    truncated.write_bytes(truncated.read_bytes()[:100])
+
+    result = CliRunner().invoke(main, ["optimize", str(trained_run), "--out", str(out),
+                                       "--variant", "tflite-fp16", "--allow-failures"])
+
+    assert result.exit_code == 0, result.output
+    rows = {r["variant"]: r for r in json.loads((out / "summary.json").read_text())["variants"]}
+    expected = [v for v in VARIANTS if v != "onnx-int8"]
+    assert list(rows) == [expected[0], "tflite-fp16", *expected[1:]]
+    # Its size ratio is against the earlier float32 TFLite file, as in a full run.
+    fp32 = load_manifest(out / "tflite-fp32").metrics["size_bytes"]
+    assert rows["tflite-fp16"]["size_ratio"] == pytest.approx(
+        rows["tflite-fp16"]["size_bytes"] * 1e6 / fp32)
 
 
 def _sabotage_tflite(monkeypatch) -> None:

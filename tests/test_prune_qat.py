@@ -190,6 +190,56 @@ def test_2_by_4_pruning_leaves_two_zeros_in_every_four_input_channels():
     assert sparsity_report(parent, m_by_n=(2, 4))["m_by_n_ok"] is False
 
 
+# ------------------------------------------------------------------------------- clustering
+
+
+def test_clustering_keeps_pruned_zeros_and_leaves_few_distinct_values(pruned_vgg16, data):
+    from optimize.cluster import cluster_model, distinct_nonzero_values
+    from optimize.config import ClusterConfig
+    from optimize.prune import kernel_of, prunable_layers, sparsity_report
+
+    pruned = pruned_vgg16[0]
+    before = {layer.name: kernel_of(weights).copy() for layer, weights in prunable_layers(pruned)}
+    clustered = cluster_model(pruned, data, data, _spec("vgg16"), NUM_CLASSES,
+                              ClusterConfig(clusters=8, fine_tune_epochs=1, batch_size=8))
+
+    counts = distinct_nonzero_values(clustered)
+    assert set(counts) == set(before)
+    assert all(1 <= n <= 8 for n in counts.values()), counts
+    # The parent kept thousands of distinct values: the check above can fail.
+    assert max(distinct_nonzero_values(pruned).values()) > 1000
+    for layer, weights in prunable_layers(clustered):
+        assert np.array_equal(kernel_of(weights) == 0, before[layer.name] == 0), layer.name
+    assert sparsity_report(clustered)["sparsity"] == pytest.approx(
+        sparsity_report(pruned)["sparsity"])
+    assert [layer.name for layer in clustered.layers] == [layer.name for layer in pruned.layers]
+
+
+def test_clustered_int8_tflite_deflates_smaller_than_pruned_int8(pruned_vgg16, data):
+    import gzip
+
+    from optimize.cluster import cluster_model
+    from optimize.config import ClusterConfig
+
+    pruned = pruned_vgg16[0]
+    clustered = cluster_model(pruned, data, data, _spec("vgg16"), NUM_CLASSES,
+                              ClusterConfig(clusters=16, fine_tune_epochs=0))
+    calibration = data.images.astype(np.float32)
+    sizes = {name: len(gzip.compress(_int8_tflite(model, calibration), 9))
+             for name, model in (("pruned", pruned), ("clustered", clustered))}
+    assert sizes["clustered"] < 0.85 * sizes["pruned"], sizes
+
+
+@pytest.mark.parametrize("kwargs", [{"clusters": 1}, {"clusters": 300},
+                                    {"fine_tune_epochs": -1}, {"learning_rate": 0}])
+def test_cluster_config_rejects_impossible_settings(kwargs):
+    from brainedge.errors import ConfigError
+    from optimize.config import ClusterConfig
+
+    with pytest.raises(ConfigError):
+        ClusterConfig(**kwargs)
+
+
 @pytest.mark.parametrize("m_by_n", [(4, 4), (0, 4), (3, 2)])
 def test_m_by_n_needs_m_between_zero_and_n(m_by_n):
     from brainedge.errors import ConfigError
