@@ -48,6 +48,8 @@ def main(verbose: int) -> None:
       train          train VGG16 or DenseNet121 (transfer learning)
       evaluate       test-set metrics of a trained run, with confidence intervals
       compare        one table comparing trained runs (accuracy and cost)
+      predict        classify PNG/JPEG/DICOM files with an artifact
+      bench          latency, throughput, memory and accuracy benchmarks
       optimize       pruned / quantized TFLite and ONNX variants, checked against FP32
 
     Results are decision support, not a diagnosis.
@@ -324,3 +326,50 @@ def compare(run_dirs: tuple[Path, ...], out: Path | None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@main.command()
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--model", "model_path", type=click.Path(path_type=Path), required=True,
+              help="Artifact folder (RUN/optimized/VARIANT) or run folder (Keras FP32).")
+@click.option("--backend", type=click.Choice(["litert", "onnxruntime", "keras"]), default=None,
+              help="Runtime [default: the one the artifact's manifest implies].")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="Inference threads [default: the runtime's choice].")
+@click.option("--provider", "providers", multiple=True, metavar="NAME",
+              help="ONNX Runtime execution provider, e.g. CUDAExecutionProvider (repeatable).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True)
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="Write the results to this file instead of standard output.")
+@_friendly_errors
+def predict(target: Path, model_path: Path, backend: str | None, threads: int | None,
+            providers: tuple[str, ...], fmt: str, output: Path | None) -> None:
+    """Classify an image (PNG, JPEG, DICOM) or every image under a folder.
+
+    Prints the class, every class probability and the time per image (decode + preprocess +
+    inference). Exits 1 if any file could not be classified; the others are still reported.
+    """
+    from brainedge import MEDICAL_NOTICE
+    from runtime.classifier import load_classifier
+    from runtime.predict import collect_images, predict_files, render
+
+    files = collect_images(target)
+    classifier = load_classifier(model_path, backend=backend, num_threads=threads,
+                                 providers=providers or None)
+    results = predict_files(classifier, files)
+    text = render(results, classifier, fmt)
+    if output is None:
+        click.echo(text)
+    else:
+        from brainedge.manifest import atomic_path
+
+        with atomic_path(output) as tmp:
+            tmp.write_text(text if text.endswith("\n") else text + "\n")
+        click.echo(f"wrote {len(results)} result(s) to {output}", err=True)
+    if fmt != "json":
+        click.echo(f"note: {MEDICAL_NOTICE}", err=True)
+    failed = [r for r in results if r.error]
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(results)} file(s) could not be "
+                                   "classified; see their rows")

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from brainedge.errors import ModelLoadError, UnknownBackendError
 from runtime.base import Predictor, TensorSpec
 
-BACKENDS = ("litert", "onnxruntime")
-_SUFFIX_BACKENDS = {".tflite": "litert", ".onnx": "onnxruntime"}
+BACKENDS = ("litert", "onnxruntime", "keras")
+_SUFFIX_BACKENDS = {".tflite": "litert", ".onnx": "onnxruntime", ".keras": "keras"}
 
 
 def get_predictor(
-    path: str | Path, backend: str | None = None, num_threads: int | None = None
+    path: str | Path,
+    backend: str | None = None,
+    num_threads: int | None = None,
+    providers: Sequence[str] | None = None,
+    pool_size: int = 1,
 ) -> Predictor:
-    """Load an artifact with ``backend``, or with the backend its file suffix implies."""
+    """Load a model file with ``backend``, or with the backend its file suffix implies.
+
+    This is the low-level loader and checks no manifest; ``runtime.load_classifier`` is the
+    one to use on artifacts (it verifies the sha256 and applies the manifest).
+    """
     path = Path(path)
     if backend is None:
         backend = _SUFFIX_BACKENDS.get(path.suffix.lower())
@@ -28,12 +37,19 @@ def get_predictor(
     if backend == "litert":
         from runtime.litert import LiteRTPredictor
 
-        return LiteRTPredictor(path, num_threads=num_threads)
+        return LiteRTPredictor(path, num_threads=num_threads, pool_size=pool_size)
     if backend == "onnxruntime":
         from runtime.onnx import OnnxPredictor
 
-        return OnnxPredictor(path, num_threads=num_threads)
+        return OnnxPredictor(path, num_threads=num_threads, providers=providers)
+    if backend == "keras":
+        from runtime.keras import KerasPredictor
+
+        return KerasPredictor(path, num_threads=num_threads)
     raise UnknownBackendError(f"unknown backend {backend!r}; choose from: {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "Predictor", "TensorSpec", "get_predictor"]
+from runtime.classifier import Classifier, Prediction, load_classifier  # noqa: E402
+
+__all__ = ["BACKENDS", "Classifier", "Prediction", "Predictor", "TensorSpec", "get_predictor",
+           "load_classifier"]

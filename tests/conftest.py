@@ -53,3 +53,25 @@ def trained_run(phantom_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
     run_dir = tmp_path_factory.mktemp("runs") / "vgg16"
     train(tiny_train_config(phantom_data), run_dir)
     return run_dir
+
+
+# Variants of the tiny run that tests share: the common formats plus pruning and clustering.
+OPTIMIZED_VARIANTS = ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8",
+                      "pruned-tflite-int8", "pruned-clustered-tflite-int8")
+
+
+@pytest.fixture(scope="session")
+def optimized_run(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``brainedge optimize`` of the tiny run, once per session (the folder of variants)."""
+    from click.testing import CliRunner
+
+    from brainedge.cli import main
+
+    out = tmp_path_factory.mktemp("optimized")
+    args = ["optimize", str(trained_run), "--out", str(out), "--prune-epochs", "1",
+            "--batch-size", "8", "--calibration-size", "16", "--allow-failures"]
+    for v in OPTIMIZED_VARIANTS:
+        args += ["--variant", v]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return out

@@ -13,23 +13,16 @@ from click.testing import CliRunner
 from brainedge.cli import main
 from brainedge.errors import CalibrationError, RunDirError
 from brainedge.manifest import load_manifest
+from tests.conftest import OPTIMIZED_VARIANTS
 
 pytestmark = pytest.mark.tf
 
-VARIANTS = ["tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8", "pruned-tflite-int8",
-            "pruned-clustered-tflite-int8"]
+VARIANTS = list(OPTIMIZED_VARIANTS)
 
 
 @pytest.fixture(scope="module")
-def optimized(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("optimized")
-    args = ["optimize", str(trained_run), "--out", str(out), "--prune-epochs", "1",
-            "--batch-size", "8", "--calibration-size", "16", "--allow-failures"]
-    for v in VARIANTS:
-        args += ["--variant", v]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output
-    return out
+def optimized(optimized_run: Path) -> Path:
+    return optimized_run
 
 
 def test_every_requested_variant_has_an_artifact_and_a_verified_manifest(
