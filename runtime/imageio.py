@@ -2,6 +2,7 @@
 
 MRI slices are single-channel; the dataset stores most of them as RGB with equal channels, so
 everything is reduced to one channel here and expanded to the model's channels in preprocessing.
+DICOM files are recognised by their bytes, whatever their name, and go to ``runtime.dicom``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+# Only for picking files out of folders; decoding never looks at the name.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
 # Decompression bombs: OpenCV refuses, from the header and before allocating, any image that
 # declares more pixels than its limit, which it reads from the environment on first decode.
 MAX_PIXELS = 64_000_000
@@ -19,6 +21,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from brainedge.errors import ImageDecodeError  # noqa: E402
+from runtime.dicom import decode_dicom, is_dicom  # noqa: E402
 
 
 def is_image_name(path: Path) -> bool:
@@ -26,9 +29,11 @@ def is_image_name(path: Path) -> bool:
 
 
 def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:
-    """Decode PNG/JPEG/... bytes to a HxW uint8 grayscale array."""
+    """Decode DICOM/PNG/JPEG/... bytes to a HxW uint8 grayscale array."""
     if not data:
         raise ImageDecodeError(f"{source}: the file is empty (0 bytes)")
+    if is_dicom(data):
+        return decode_dicom(data, source)
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)

@@ -15,6 +15,7 @@ EDGE_MODULES = (
     "runtime",
     "runtime.preprocess",
     "runtime.imageio",
+    "runtime.dicom",
     "runtime.base",
     "runtime.litert",
     "runtime.onnx",
@@ -102,6 +103,40 @@ def test_python_m_brainedge_cli_help_does_not_import_tensorflow():
     assert result.returncode == 0, result.stderr
     assert "Usage: brainedge" in result.stdout
     assert "cli ok" in result.stdout
+
+
+def test_pydicom_is_imported_only_when_a_dicom_arrives():
+    # pydicom is optional (brainedge[edge]): without it, PNG/JPEG must still decode, and a
+    # DICOM must say which extra to install.
+    result = _run(
+        """
+        class NoPydicom(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "pydicom":
+                    raise ImportError(f"{name} is blocked: not installed here")
+                return None
+
+        sys.meta_path.insert(0, NoPydicom())
+        import cv2
+        import numpy as np
+        from brainedge.errors import MissingDependencyError
+        from runtime.imageio import decode_image
+
+        ok, png = cv2.imencode(".png", np.full((16, 16), 7, np.uint8))
+        assert decode_image(png.tobytes()).shape == (16, 16)
+        try:
+            decode_image(bytes(128) + b"DICM" + bytes(64), "scan.dcm")
+        except MissingDependencyError as exc:
+            assert "brainedge[edge]" in str(exc), exc
+        else:
+            raise AssertionError("a DICOM was decoded without pydicom")
+        assert not [m for m in sys.modules if m.split(".")[0] == "pydicom"]
+        check()
+        print("no pydicom ok")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no pydicom ok" in result.stdout
 
 
 def test_the_blocker_would_catch_a_tensorflow_import():
