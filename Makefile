@@ -16,12 +16,14 @@ REPORTS   ?= reports
 PRESET    ?= $(if $(filter $(DEFAULT_DATA),$(DATA)),demo,reference)
 TRAIN_ARGS ?=
 OPTIMIZE_ARGS ?=
+# e.g. BENCH_ARGS="--threads 1,2 --variant tflite-int8 --variant onnx-int8"
+BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help venv data train audit evaluate compare optimize test test-edge edge-check lint clean
+.PHONY: help venv data train audit evaluate compare optimize bench test test-edge edge-check lint clean
 
 help:
 	@echo "make venv      create $(VENV) and install brainedge[$(EXTRAS)] (automatic on first use)"
@@ -31,6 +33,8 @@ help:
 	@echo "make evaluate  evaluate every trained run on DATA's test split"
 	@echo "make compare   one table comparing the trained runs"
 	@echo "make optimize  pruned / quantized TFLite and ONNX variants of each run, checked vs FP32"
+	@echo "make bench     latency / throughput / memory / accuracy of every artifact vs Keras FP32,"
+	@echo "               one JSON per device run in $(REPORTS)/bench, merged into report.md + plots"
 	@echo "make test      run the test suite;  make lint: ruff"
 	@echo "make edge-check  install only brainedge[edge] in $(EDGE_VENV) and run the TF-free tests"
 
@@ -74,6 +78,13 @@ optimize: $(BIN)/.installed
 	@status=0; for m in $(MODELS); do \
 	  $(BIN)/brainedge optimize $(RUNS)/$$m $(OPTIMIZE_ARGS) || status=$$?; \
 	done; exit $$status
+
+# The default sweep: every run and its variants at 1, 2 and 4 threads, batch 1 and 8, accuracy
+# on DATA's test split. Copy other devices' JSON files into $(REPORTS)/bench to merge them.
+bench: $(BIN)/.installed $(DATA_DEP)
+	$(BIN)/brainedge bench run $(addprefix $(RUNS)/,$(MODELS)) --eval-data "$(DATA)" \
+	  --out $(REPORTS)/bench $(BENCH_ARGS)
+	$(BIN)/brainedge bench report $(REPORTS)/bench --out $(REPORTS)/bench
 
 test: $(BIN)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -470,14 +470,20 @@ def _model_row_order(row: Mapping[str, Any]) -> tuple[Any, ...]:
 # Report
 
 
-def write_report(inputs: Sequence[Path | str], out_dir: Path) -> Path:
+def write_report(inputs: Sequence[Path | str], out_dir: Path,
+                 latest_per_device: bool = True) -> Path:
     """Merge the runs in ``inputs`` into ``out_dir/report.md`` (plus PNGs) and return its path.
 
+    With ``latest_per_device``, a device benchmarked several times (``make bench`` again after
+    a change) is represented by its newest run only; the older ones are listed as skipped.
     Every file is written under a temporary name and moved into place, so a crash never leaves
     a half-written report or a link to a half-written plot.
     """
     skipped: list[str] = []
-    runs = _prepare(load_runs(inputs, skipped))
+    docs = load_runs(inputs, skipped)
+    if latest_per_device:
+        docs = _latest_per_device(docs, skipped)
+    runs = _prepare(docs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     no_plots = _plots_unavailable()
@@ -504,6 +510,19 @@ def write_report(inputs: Sequence[Path | str], out_dir: Path) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
     return target
+
+
+def _latest_per_device(docs: list[dict[str, Any]], skipped: list[str]) -> list[dict[str, Any]]:
+    newest: dict[str, dict[str, Any]] = {}
+    for doc in docs:
+        device = str(doc.get("device", {}).get("id"))
+        if device not in newest or str(doc.get("created")) > str(newest[device].get("created")):
+            newest[device] = doc
+    kept = [doc for doc in docs if newest[str(doc.get("device", {}).get("id"))] is doc]
+    skipped.extend(f"older run {doc.get('run_id')} of {doc.get('device', {}).get('id')} "
+                   f"({doc.get('created')}): superseded by a newer run of the same device"
+                   for doc in docs if all(doc is not k for k in kept))
+    return kept
 
 
 def _plots_unavailable() -> str | None:

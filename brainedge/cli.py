@@ -373,3 +373,12 @@ def predict(target: Path, model_path: Path, backend: str | None, threads: int | 
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(results)} file(s) could not be "
                                    "classified; see their rows")
+
+
+def _register_bench() -> None:
+    from benchmarks.cli import bench
+
+    main.add_command(bench)
+
+
+_register_bench()

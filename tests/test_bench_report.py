@@ -508,16 +508,29 @@ def test_load_runs_merges_a_file_given_twice_once_and_records_its_source(tmp_pat
     assert skipped == []
 
 
-def test_two_runs_of_one_device_get_separate_sections(tmp_path):
+def test_two_runs_of_one_device_get_separate_sections_when_all_runs_are_kept(tmp_path):
     first = x86_doc()
     second = copy.deepcopy(first)
     second["run_id"] = "rerun"
     inputs = [write_json(tmp_path / "a.json", first), write_json(tmp_path / "b.json", second)]
 
-    md = write_report(inputs, tmp_path / "out").read_text()
+    md = write_report(inputs, tmp_path / "out", latest_per_device=False).read_text()
 
     assert "## Device: x86-2c (run-x86-2c)" in md
     assert "## Device: x86-2c (rerun)" in md
+
+
+def test_by_default_only_the_newest_run_of_a_device_is_reported(tmp_path):
+    old = x86_doc()
+    new = copy.deepcopy(old)
+    old["created"], new["created"] = "2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"
+    new["run_id"] = "newer"
+    inputs = [write_json(tmp_path / "b.json", new), write_json(tmp_path / "a.json", old)]
+
+    md = write_report(inputs, tmp_path / "out").read_text()
+
+    assert "## Device: x86-2c" in md and "## Device: x86-2c (" not in md
+    assert "older run run-x86-2c of x86-2c" in md and "superseded" in md
 
 
 @pytest.mark.parametrize(
