@@ -567,8 +567,8 @@ def test_bench_report_calls_write_report_with_the_inputs(
     calls = []
     fake = types.ModuleType("benchmarks.report")
 
-    def write_report(inputs: list[Path], out_dir: Path) -> Path:
-        calls.append((inputs, out_dir))
+    def write_report(inputs: list[Path], out_dir: Path, latest_per_device: bool) -> Path:
+        calls.append((inputs, out_dir, latest_per_device))
         return out_dir / "report.md"
 
     fake.write_report = write_report  # type: ignore[attr-defined]
@@ -577,8 +577,12 @@ def test_bench_report_calls_write_report_with_the_inputs(
     result = CliRunner().invoke(bench, ["report", str(tmp_path / "a.json"), str(tmp_path),
                                         "--out", str(tmp_path / "md")])
     assert result.exit_code == 0, result.output
-    assert calls == [([tmp_path / "a.json", tmp_path], tmp_path / "md")]
+    assert calls == [([tmp_path / "a.json", tmp_path], tmp_path / "md", True)]
     assert f"wrote {tmp_path / 'md' / 'report.md'}" in result.output
+    every = CliRunner().invoke(bench, ["report", str(tmp_path), "--out", str(tmp_path / "md"),
+                                       "--all-runs"])
+    assert every.exit_code == 0, every.output
+    assert calls[-1][2] is False
 
 
 def test_bench_latency_prints_percentiles_and_json(onnx_artifact: Path,
