@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help venv data train audit evaluate compare optimize bench test test-edge edge-check lint clean
+.PHONY: help venv data train audit evaluate compare optimize bench serve test test-edge edge-check lint clean
 
 help:
 	@echo "make venv      create $(VENV) and install brainedge[$(EXTRAS)] (automatic on first use)"
@@ -35,6 +35,7 @@ help:
 	@echo "make optimize  pruned / quantized TFLite and ONNX variants of each run, checked vs FP32"
 	@echo "make bench     latency / throughput / memory / accuracy of every artifact vs Keras FP32,"
 	@echo "               one JSON per device run in $(REPORTS)/bench, merged into report.md + plots"
+	@echo "make serve     the page and JSON API on http://127.0.0.1:8000 (SERVE_ARTIFACT, SERVE_ARGS)"
 	@echo "make test      run the test suite;  make lint: ruff"
 	@echo "make edge-check  install only brainedge[edge] in $(EDGE_VENV) and run the TF-free tests"
 
@@ -85,6 +86,13 @@ bench: $(BIN)/.installed $(DATA_DEP)
 	$(BIN)/brainedge bench run $(addprefix $(RUNS)/,$(MODELS)) --eval-data "$(DATA)" \
 	  --out $(REPORTS)/bench $(BENCH_ARGS)
 	$(BIN)/brainedge bench report $(REPORTS)/bench --out $(REPORTS)/bench
+
+# The clinic page and JSON API. SERVE_ARGS="--host 0.0.0.0 --port 8080", "--dev" for Flask's
+# own server; token, secret key and more through BRAINEDGE_* variables (README, "Serving").
+SERVE_ARTIFACT ?= $(RUNS)/densenet121/optimized/tflite-int8
+SERVE_ARGS ?=
+serve: $(BIN)/.installed
+	$(BIN)/brainedge serve --artifact $(SERVE_ARTIFACT) $(SERVE_ARGS)
 
 test: $(BIN)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -50,6 +50,7 @@ def main(verbose: int) -> None:
       compare        one table comparing trained runs (accuracy and cost)
       predict        classify PNG/JPEG/DICOM files with an artifact
       bench          latency, throughput, memory and accuracy benchmarks
+      serve          the upload page and JSON API (gunicorn; --dev for Flask's server)
       optimize       pruned / quantized TFLite and ONNX variants, checked against FP32
 
     Results are decision support, not a diagnosis.
@@ -324,8 +325,6 @@ def compare(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     click.echo(table)
 
 
-if __name__ == "__main__":
-    main()
 
 
 @main.command()
@@ -382,3 +381,48 @@ def _register_bench() -> None:
 
 
 _register_bench()
+
+
+@main.command()
+@click.option("--artifact", "artifacts", multiple=True, type=click.Path(path_type=Path),
+              help="Artifact folder to load (repeatable), e.g. "
+                   "runs/densenet121/optimized/tflite-int8 [default: BRAINEDGE_ARTIFACTS].")
+@click.option("--default", "default_artifact", default=None,
+              help="Name or folder of the artifact that answers requests naming none "
+                   "[default: BRAINEDGE_DEFAULT_ARTIFACT, else the first].")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 for every interface.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="gunicorn worker processes, each with its own copy of the models "
+                   "[default: min(2, CPUs)].")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="Inference threads per model [default: BRAINEDGE_THREADS, else the "
+                   "runtime's choice].")
+@click.option("--max-upload-mb", type=click.FloatRange(0, min_open=True), default=None,
+              help="Largest accepted upload [default: BRAINEDGE_MAX_UPLOAD_MB, else 20].")
+@click.option("--dev", is_flag=True,
+              help="Flask's development server (one process) instead of gunicorn.")
+@_friendly_errors
+def serve(artifacts: tuple[Path, ...], default_artifact: str | None, host: str, port: int,
+          workers: int | None, threads: int | None, max_upload_mb: float | None,
+          dev: bool) -> None:
+    """Serve the upload page and the JSON API (/api/v1/predict) for clinicians and integrators.
+
+    Every artifact is verified (manifest, sha256) and loaded before the server accepts a
+    request; one that cannot be is an error, not a half-configured server. Other settings
+    (API token, secret key, concurrency, a config file) come from BRAINEDGE_* variables.
+    """
+    from brainedge import MEDICAL_NOTICE
+    from webapp.config import ServeConfig
+    from webapp.serve import run_server
+
+    config = ServeConfig.from_env(overrides={
+        "artifacts": [str(p) for p in artifacts], "default_artifact": default_artifact,
+        "threads": threads, "max_upload_mb": max_upload_mb})
+    click.echo(f"note: {MEDICAL_NOTICE}", err=True)
+    run_server(config, host=host, port=port, workers=workers, dev=dev)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""The OpenAPI 3.1 description of the JSON API, written by hand (a test checks that every
+``/api`` route of the app is in it, and nothing else)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from brainedge import MEDICAL_NOTICE, __version__
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _json(description: str, schema: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
+_MODEL_PARAM = {
+    "name": "model", "in": "query", "required": False,
+    "description": "Name of a loaded artifact (GET /api/v1/models); default: the server's.",
+    "schema": {"type": "string"},
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object", "required": ["error", "code", "status"],
+        "properties": {
+            "error": {"type": "string", "description": "What was wrong, for a person."},
+            "code": {"type": "string", "examples": ["unreadable_image", "too_large"]},
+            "status": {"type": "integer"},
+            "request_id": {"type": ["string", "null"]},
+        },
+    },
+    "Model": {
+        "type": "object", "required": ["name", "model", "format", "precision", "backend"],
+        "properties": {
+            "name": {"type": "string", "examples": ["densenet121-tflite-int8"]},
+            "model": {"type": "string"}, "variant": {"type": ["string", "null"]},
+            "format": {"type": "string", "enum": ["tflite", "onnx", "keras"]},
+            "precision": {"type": "string"}, "backend": {"type": "string"},
+            "runtime_version": {"type": "string"}, "sha256": {"type": "string"},
+            "image_size": {"type": "integer"},
+            "class_names": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "Models": {
+        "type": "object", "required": ["default", "models", "notice"],
+        "properties": {
+            "default": {"type": "string"},
+            "models": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}},
+            "notice": {"type": "string"},
+        },
+    },
+    "OOD": {
+        "type": "object", "required": ["flagged", "reasons"],
+        "description": "Whether the input looks like a brain MRI slice at all; when flagged, "
+                       "the prediction is about something the model was not made for.",
+        "properties": {
+            "flagged": {"type": "boolean"},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+            "model_uncertain": {"type": "boolean"},
+            "model_note": {"type": ["string", "null"]},
+            "measures": {"type": "object"},
+        },
+    },
+    "Prediction": {
+        "type": "object",
+        "required": ["class", "confidence", "probabilities", "model", "timing_ms", "ood",
+                     "notice"],
+        "properties": {
+            "class": {"type": "string", "examples": ["glioma"]},
+            "confidence": {"type": "number"},
+            "probabilities": {"type": "object", "additionalProperties": {"type": "number"}},
+            "model": {"$ref": "#/components/schemas/Model"},
+            "timing_ms": {"type": "object", "additionalProperties": {"type": "number"},
+                          "description": "decode, ood_checks, preprocess, inference, total"},
+            "ood": {"$ref": "#/components/schemas/OOD"},
+            "input": {"type": "object", "properties": {
+                "kind": {"type": "string", "enum": ["image", "dicom"]},
+                "width": {"type": "integer"}, "height": {"type": "integer"}}},
+            "notice": {"type": "string", "examples": [MEDICAL_NOTICE]},
+            "request_id": {"type": "string"},
+        },
+    },
+    "Health": {"type": "object", "properties": {"status": {"type": "string"}}},
+    "Ready": {
+        "type": "object", "required": ["status", "problems"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ready", "unavailable"]},
+            "problems": {"type": "array", "items": {"type": "string"}},
+            "models": {"type": "array", "items": {"type": "string"}},
+            "default": {"type": "string"},
+        },
+    },
+}
+
+
+def openapi_document(max_upload_bytes: int, model_names: Sequence[str],
+                     auth: bool) -> dict[str, Any]:
+    limit_mb = f"{max_upload_bytes / (1024 * 1024):g}"
+    secured = [{"bearerAuth": []}] if auth else []
+    unauthorized = {"401": _error("A bearer token is required or wrong.")} if auth else {}
+    binary = {"type": "string", "format": "binary"}
+    predict = {
+        "summary": "Classify one MRI slice",
+        "description": (f"The file is decided by content (PNG, JPEG, BMP, TIFF or a "
+                        f"single-frame DICOM), at most {limit_mb} MB. {MEDICAL_NOTICE}"),
+        "operationId": "predict", "security": secured, "parameters": [_MODEL_PARAM],
+        "requestBody": {"required": True, "content": {
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["file"],
+                "properties": {"file": binary, "model": {
+                    "type": "string", "description": "Same as the query parameter."}}}},
+            "application/octet-stream": {"schema": binary},
+            "image/png": {"schema": binary}, "image/jpeg": {"schema": binary},
+            "application/dicom": {"schema": binary},
+        }},
+        "responses": {
+            "200": _json("The prediction, its timing and the out-of-distribution check.",
+                         "Prediction"),
+            "400": _error("No file, an empty file, or an unknown model."),
+            **unauthorized,
+            "413": _error(f"The upload is larger than {limit_mb} MB."),
+            "415": _error("Not a readable image: corrupt, truncated, another format, too many "
+                          "pixels, multi-frame DICOM or DICOM without pixel data."),
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "BrainEdge", "version": __version__,
+                 "description": "Brain-tumor MRI slice classification (glioma, meningioma, "
+                                f"notumor, pituitary). {MEDICAL_NOTICE}"},
+        "paths": {
+            "/api/v1/predict": {"post": predict},
+            "/api/v1/models": {"get": {
+                "summary": "The artifacts this server loaded", "operationId": "listModels",
+                "security": secured,
+                "responses": {"200": _json(f"Loaded: {', '.join(model_names)}.", "Models"),
+                              **unauthorized}}},
+            "/api/v1/openapi.json": {"get": {
+                "summary": "This document", "operationId": "openapi", "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.1 document",
+                                      "content": {"application/json": {}}}}}},
+            "/healthz": {"get": {
+                "summary": "The process is alive", "operationId": "healthz", "security": [],
+                "responses": {"200": _json("Alive.", "Health")}}},
+            "/readyz": {"get": {
+                "summary": "Every artifact is loaded, verified and unchanged on disk",
+                "operationId": "readyz", "security": [],
+                "responses": {"200": _json("Ready.", "Ready"),
+                              "503": _json("Not ready; problems says why.", "Ready")}}},
+        },
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+    }
