@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help venv data train audit evaluate compare optimize bench serve test test-edge edge-check lint clean
+.PHONY: help venv data train audit evaluate compare optimize bench serve browser-deps test test-edge edge-check lint clean
 
 help:
 	@echo "make venv      create $(VENV) and install brainedge[$(EXTRAS)] (automatic on first use)"
@@ -37,6 +37,7 @@ help:
 	@echo "               one JSON per device run in $(REPORTS)/bench, merged into report.md + plots"
 	@echo "make serve     the page and JSON API on http://127.0.0.1:8000 (SERVE_ARTIFACT, SERVE_ARGS)"
 	@echo "make test      run the test suite;  make lint: ruff"
+	@echo "make browser-deps  Debian chromium + chromedriver for the browser test (apt-get)"
 	@echo "make edge-check  install only brainedge[edge] in $(EDGE_VENV) and run the TF-free tests"
 
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -93,6 +94,19 @@ SERVE_ARTIFACT ?= $(RUNS)/densenet121/optimized/tflite-int8
 SERVE_ARGS ?=
 serve: $(BIN)/.installed
 	$(BIN)/brainedge serve --artifact $(SERVE_ARTIFACT) $(SERVE_ARGS)
+
+# The browser of the end-to-end test (tests/test_webapp_browser.py): Debian's chromium and the
+# chromedriver built with it, so their versions always match and nothing is downloaded.
+BROWSER_PACKAGES ?= chromium chromium-driver
+browser-deps:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+	  echo "browser-deps: $$(/usr/bin/chromedriver --version | cut -d' ' -f1-2) and chromium are installed"; \
+	else \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES); \
+	fi
 
 test: $(BIN)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)

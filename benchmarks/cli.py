@@ -91,6 +91,7 @@ def bench() -> None:
       run          the sweep: run folders x variants x threads, one process each, to JSON
       report       Markdown tables from sweep JSON files
       concurrency  LiteRT under concurrent clients: one locked interpreter vs a pool
+      http         load test of a running server (or one it starts) over loopback HTTP
     """
 
 
@@ -282,3 +283,64 @@ def concurrency(artifact: Path, clients: int, pool_sizes: tuple[int, ...], reque
         versus = (f", {best[0] / lock_throughput:.2f}x the lock's throughput"
                   if lock_throughput and best[1] != 1 else "")
         click.echo(f"best: pool {best[1]}{versus} (on this device, under this load)")
+
+
+@bench.command("http")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True,
+              help="A running server (ignored with --serve).")
+@click.option("--serve", "serve_artifact", type=click.Path(exists=True, path_type=Path),
+              default=None,
+              help="Start `brainedge serve --artifact ARTIFACT` (gunicorn) on a free loopback "
+                   "port, load it, then stop it: one command measures an artifact.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="With --serve: gunicorn workers [default: the server's, min(2, CPUs)].")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="With --serve: inference threads per model [default: the server's].")
+@click.option("--image", "image", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The image (PNG, JPEG or DICOM) every request POSTs as its raw body.")
+@click.option("--clients", type=click.IntRange(1), default=8, show_default=True,
+              help="Concurrent clients, each with its own keep-alive connection.")
+@click.option("--requests", "total", type=click.IntRange(1), default=2000, show_default=True,
+              help="Timed requests, shared by the clients.")
+@click.option("--duration", type=click.FloatRange(0, min_open=True), default=None,
+              help="Stop starting requests after this many seconds, even if fewer were sent.")
+@click.option("--warmup", type=click.IntRange(0), default=5, show_default=True,
+              help="Untimed requests per client before the clock starts.")
+@click.option("--model", default=None, help="Model name to ask for [default: the server's].")
+@click.option("--server-pid", type=click.IntRange(1), default=None,
+              help="gunicorn master's PID, to sample its process tree's memory (automatic "
+                   "with --serve).")
+@click.option("--token", envvar="BRAINEDGE_API_TOKEN", default=None,
+              help="API token, if the server wants one [default: BRAINEDGE_API_TOKEN].")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@_friendly_errors
+def loadtest(url: str, serve_artifact: Path | None, workers: int | None, threads: int | None,
+         image: Path, clients: int, total: int, duration: float | None, warmup: int,
+         model: str | None, server_pid: int | None, token: str | None, as_json: bool) -> None:
+    """Load test over HTTP: N clients POST one image to /api/v1/predict; report throughput,
+    latency percentiles, errors and the server's memory before, during and after.
+
+    Figures depend on everything else running on the machine (the clients share its CPU with
+    the server); they are printed, never judged.
+    """
+    import contextlib
+
+    from benchmarks.loadtest import LoadConfig, format_result, run_load, serve_artifacts
+
+    if serve_artifact is None and (workers is not None or threads is not None):
+        raise click.UsageError("--workers and --threads configure the server --serve starts; "
+                               "a server started elsewhere keeps its own")
+    body = image.read_bytes()
+    with contextlib.ExitStack() as stack:
+        if serve_artifact is not None:
+            if not as_json:
+                click.echo(f"starting brainedge serve --artifact {serve_artifact} ...", err=True)
+            server = stack.enter_context(serve_artifacts([serve_artifact], workers=workers,
+                                                         threads=threads))
+            url, server_pid = server.url, server.pid
+        config = LoadConfig(url=url, body=body, clients=clients, requests=total,
+                            duration_s=duration, warmup=warmup, model=model,
+                            server_pid=server_pid, token=token)
+        result = run_load(config)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_result(result))

@@ -5,7 +5,13 @@ The pipeline lives in one top-level package per stage: ``training``, ``optimize`
 TensorFlow: errors, artifact manifests and the command line.
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# ONNX Runtime (1.31) otherwise sends telemetry to Microsoft from any process that imports it and
+# lives a few seconds: a clinic server must not call out. Set before anything imports it.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 MEDICAL_NOTICE = (
     "BrainEdge output is decision support for qualified clinicians, not a diagnosis. "

@@ -234,7 +234,8 @@ def _variant_names() -> list[str]:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder [default: RUN_DIR/optimized].")
 @click.option("--variant", "variants", multiple=True, metavar="NAME",
-              help="Only these variants (repeatable) [default: all but qat-tflite-int8]. "
+              help="Only these variants (repeatable) [default: all but qat-tflite-int8 and "
+                   "pruned-clustered-tflite-fp32]. "
                    "See --list-variants.")
 @click.option("--qat", is_flag=True, help="Also run quantization-aware training (int8).")
 @click.option("--list-variants", is_flag=True, help="List the variant names and exit.")
