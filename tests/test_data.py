@@ -306,7 +306,9 @@ def test_non_image_files_are_skipped_and_counted(tmp_path, caplog):
     root = _kaggle(tmp_path)
     (root / "Training" / "glioma" / "notes.txt").write_text("not an image")
     (root / "Testing" / "notumor" / "labels.csv").write_text("a,b\n")
-    (root / "Training" / "pituitary" / "scan.dcm").write_bytes(b"DICM")
+    (root / "Training" / "pituitary" / "report.pdf").write_bytes(b"%PDF-1.7")
+    # DICOM slices are images (decoded by content, like the others).
+    (root / "Training" / "pituitary" / "scan.dcm").write_bytes(b"\0" * 128 + b"DICM")
 
     with caplog.at_level(logging.WARNING, logger="training.data"):
         index = scan_dataset(root)
@@ -314,7 +316,7 @@ def test_non_image_files_are_skipped_and_counted(tmp_path, caplog):
     assert index.skipped_non_images == 3
     assert index.counts()["train"]["glioma"] == 3
     indexed = {s.path.suffix for s in index.train + index.test}
-    assert indexed == {".png"}
+    assert indexed == {".png", ".dcm"}
     assert "skipped 3 non-image file(s)" in caplog.text
 
 
