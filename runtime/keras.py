@@ -58,6 +58,12 @@ class KerasPredictor(Predictor):
         self._call = tf.function(lambda x: model(x, training=False),
                                  input_signature=[signature])
 
+    @property
+    def model(self) -> Any:
+        """The loaded tf_keras model, for tools that need more than its predictions (e.g.
+        ``runtime.gradcam.GradCam``); read-only use, it is the one ``predict`` runs."""
+        return self._model
+
     def _load(self, tf: Any) -> Any:
         from training.tf_compat import keras
 

@@ -23,6 +23,7 @@ EDGE_MODULES = (
     "runtime.artifact",
     "runtime.classifier",
     "runtime.predict",
+    "runtime.gradcam",  # imports TensorFlow only when a GradCam is built
     "benchmarks.device",
     "benchmarks.harness",
     "benchmarks.sut",

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, g, jsonify, request
 
 from brainedge import MEDICAL_NOTICE
+from webapp.config import parse_flag
 from webapp.errors import Refusal
 from webapp.inference import classify_upload
 from webapp.openapi import openapi_document
@@ -41,15 +42,30 @@ def predict() -> Any:
     # Query first: with a raw body there is no form to carry the choice.
     name = request.args.get("model") or (
         request.form.get("model") if request.mimetype == "multipart/form-data" else None)
-    outcome = classify_upload(choose_model(name), data)
-    return jsonify({**outcome.to_json(), "request_id": g.request_id})
+    wants_gradcam = _gradcam_wanted()
+    outcome = classify_upload(choose_model(name), data, gradcam=wants_gradcam)
+    return jsonify({**outcome.to_json(gradcam=wants_gradcam), "request_id": g.request_id})
+
+
+def _gradcam_wanted() -> bool:
+    # Never by default: the heat map adds a base64 PNG to every answer and a backward pass
+    # of the float32 parent to the request's time.
+    value = request.args.get("gradcam")
+    if value is None:
+        return False
+    flag = parse_flag(value)
+    if flag is None:
+        raise Refusal(400, "bad_parameter",
+                      "The gradcam parameter must be 1 or 0 (or true/false, yes/no, on/off).")
+    return flag
 
 
 @bp.get("/models")
 def models() -> Any:
     registry = current_state().registry
     return jsonify({"default": registry.default,
-                    "models": [m.describe() for m in registry.models.values()],
+                    "models": [{**m.describe(), **m.gradcam_status()}
+                               for m in registry.models.values()],
                     "notice": MEDICAL_NOTICE})
 
 

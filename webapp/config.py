@@ -22,6 +22,9 @@ DEFAULT_MAX_UPLOAD_MB = 20
 # A secret shorter than this is guessable; the message says how to make a good one.
 MIN_SECRET_CHARS = 16
 MAKE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+# How an environment variable or a file spells on and off (case-insensitive).
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 # environment variable -> ServeConfig field (BRAINEDGE_CONFIG names the file, not a field)
 ENV_FIELDS = {
@@ -32,6 +35,7 @@ ENV_FIELDS = {
     "BRAINEDGE_CONCURRENCY": "concurrency",
     "BRAINEDGE_API_TOKEN": "api_token",
     "BRAINEDGE_SECRET_KEY": "secret_key",
+    "BRAINEDGE_GRADCAM": "gradcam",
 }
 FILE_KEYS = frozenset(ENV_FIELDS.values())
 
@@ -44,7 +48,10 @@ class ServeConfig:
     of each model [default: the runtime's choice]. ``concurrency``: requests one worker process
     serves at once, which is also the number of LiteRT interpreters per model. ``api_token``:
     when set, the JSON API wants ``Authorization: Bearer TOKEN``. ``secret_key``: signs the
-    session cookie that carries the form's CSRF token [default: random per start]."""
+    session cookie that carries the form's CSRF token [default: random per start].
+    ``gradcam``: add a Grad-CAM heat map computed by the float32 Keras model of each artifact's
+    parent training run, where that run is on the server; needs TensorFlow (brainedge[train])
+    [default: off]."""
 
     artifacts: tuple[Path, ...]
     default_artifact: str | None = None
@@ -53,6 +60,7 @@ class ServeConfig:
     concurrency: int = 2
     api_token: str | None = field(default=None, repr=False)
     secret_key: str | None = field(default=None, repr=False)
+    gradcam: bool = False
 
     def __post_init__(self) -> None:
         artifacts = tuple(Path(p) for p in self.artifacts)
@@ -71,6 +79,8 @@ class ServeConfig:
         _check_int("concurrency", self.concurrency, 1, 256)
         for name in ("api_token", "secret_key"):
             _check_secret(name, getattr(self, name))
+        if not isinstance(self.gradcam, bool):
+            raise ConfigError(f"gradcam must be true or false, got {self.gradcam!r}")
 
     @property
     def max_upload_mb(self) -> float:
@@ -95,6 +105,8 @@ class ServeConfig:
         for key in ("threads", "concurrency"):
             if values.get(key) is not None:
                 kwargs[key] = _integer(values[key], key, origin)
+        if values.get("gradcam") is not None:
+            kwargs["gradcam"] = _boolean(values["gradcam"], "gradcam", origin)
         return cls(**kwargs)
 
     @classmethod
@@ -182,6 +194,28 @@ def _integer(value: Any, key: str, origin: str) -> int:
         return int(str(value).strip())
     except ValueError:
         raise ConfigError(f"{origin}: {key} must be a whole number, got {value!r}") from None
+
+
+def parse_flag(value: Any) -> bool | None:
+    """``True``/``False`` for a boolean or a word of ``TRUE_WORDS``/``FALSE_WORDS``, else
+    ``None``; shared with the API's ``?gradcam=`` so both accept the same spellings."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+    return None
+
+
+def _boolean(value: Any, key: str, origin: str) -> bool:
+    flag = parse_flag(value)
+    if flag is None:
+        raise ConfigError(f"{origin}: {key} must be one of {sorted(TRUE_WORDS)} or "
+                          f"{sorted(FALSE_WORDS)}, got {value!r}")
+    return flag
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> None:

@@ -25,6 +25,17 @@ _MODEL_PARAM = {
     "schema": {"type": "string"},
 }
 
+_GRADCAM_PARAM = {
+    "name": "gradcam", "in": "query", "required": False,
+    "description": "1 to add gradcam_png_base64: a Grad-CAM heat map over the model's input, "
+                   "computed by the float32 Keras model of the artifact's parent training run "
+                   "for the predicted class (it explains the parent, not necessarily this "
+                   "artifact). Needs the server's Grad-CAM setting and the parent run on the "
+                   "server (see gradcam in GET /api/v1/models); otherwise the field is null "
+                   "and gradcam_reason says why. Default 0: the PNG makes answers larger.",
+    "schema": {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no", "on", "off"]},
+}
+
 _SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object", "required": ["error", "code", "status"],
@@ -45,6 +56,13 @@ _SCHEMAS: dict[str, Any] = {
             "runtime_version": {"type": "string"}, "sha256": {"type": "string"},
             "image_size": {"type": "integer"},
             "class_names": {"type": "array", "items": {"type": "string"}},
+            "gradcam": {"type": "boolean",
+                        "description": "GET /api/v1/models only: whether ?gradcam=1 can add a "
+                                       "heat map to this artifact's answers."},
+            "gradcam_reason": {"type": "string",
+                               "description": "GET /api/v1/models only, when gradcam is false: "
+                                              "why (setting off, parent run not on the "
+                                              "server, ...)."},
         },
     },
     "Models": {
@@ -77,13 +95,22 @@ _SCHEMAS: dict[str, Any] = {
             "probabilities": {"type": "object", "additionalProperties": {"type": "number"}},
             "model": {"$ref": "#/components/schemas/Model"},
             "timing_ms": {"type": "object", "additionalProperties": {"type": "number"},
-                          "description": "decode, ood_checks, preprocess, inference, total"},
+                          "description": "decode, ood_checks, preprocess, inference, total "
+                                         "(of those), and gradcam when one was computed"},
             "ood": {"$ref": "#/components/schemas/OOD"},
             "input": {"type": "object", "properties": {
                 "kind": {"type": "string", "enum": ["image", "dicom"]},
                 "width": {"type": "integer"}, "height": {"type": "integer"}}},
             "notice": {"type": "string", "examples": [MEDICAL_NOTICE]},
             "request_id": {"type": "string"},
+            "gradcam_png_base64": {
+                "type": ["string", "null"], "contentEncoding": "base64",
+                "contentMediaType": "image/png",
+                "description": "Only with ?gradcam=1: an RGB PNG of the model's input size, the "
+                               "parent's Grad-CAM for the predicted class over the input; null "
+                               "when this artifact has none."},
+            "gradcam_reason": {"type": "string",
+                               "description": "Only with ?gradcam=1 and a null heat map: why."},
         },
     },
     "Health": {"type": "object", "properties": {"status": {"type": "string"}}},
@@ -109,7 +136,8 @@ def openapi_document(max_upload_bytes: int, model_names: Sequence[str],
         "summary": "Classify one MRI slice",
         "description": (f"The file is decided by content (PNG, JPEG, BMP, TIFF or a "
                         f"single-frame DICOM), at most {limit_mb} MB. {MEDICAL_NOTICE}"),
-        "operationId": "predict", "security": secured, "parameters": [_MODEL_PARAM],
+        "operationId": "predict", "security": secured,
+        "parameters": [_MODEL_PARAM, _GRADCAM_PARAM],
         "requestBody": {"required": True, "content": {
             "multipart/form-data": {"schema": {
                 "type": "object", "required": ["file"],
@@ -122,7 +150,8 @@ def openapi_document(max_upload_bytes: int, model_names: Sequence[str],
         "responses": {
             "200": _json("The prediction, its timing and the out-of-distribution check.",
                          "Prediction"),
-            "400": _error("No file, an empty file, or an unknown model."),
+            "400": _error("No file, an empty file, an unknown model or a gradcam value "
+                          "other than 0 or 1."),
             **unauthorized,
             "413": _error(f"The upload is larger than {limit_mb} MB."),
             "415": _error("Not a readable image: corrupt, truncated, another format, too many "

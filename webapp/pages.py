@@ -1,7 +1,9 @@
 """The page a clinician uses: upload a slice, see what the model saw and what it answered.
 
 It works without JavaScript (a plain multipart POST that re-renders the page); ``app.js`` only
-adds a drop zone. Every refusal re-renders the same page with the message in ``#error``.
+adds a drop zone. Every refusal re-renders the same page with the message in ``#error``. With
+Grad-CAM on, every answer of an artifact whose parent run is on the server carries its heat map
+(a page shows one image, unlike the API, where it would bloat every answer).
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ def render_page(outcome: Outcome | None = None, error: str | None = None, status
     registry = state.registry
     html = render_template(
         "index.html", outcome=outcome, error=error, notice=MEDICAL_NOTICE,
-        models=[m.describe() for m in registry.models.values()],
+        models=[{**m.describe(), **m.gradcam_status()} for m in registry.models.values()],
         selected=selected or (outcome.model.name if outcome else registry.default),
-        max_upload_mb=f"{state.config.max_upload_mb:g}")
+        max_upload_mb=f"{state.config.max_upload_mb:g}", gradcam_on=state.config.gradcam)
     return make_response(html, status)
 
 
@@ -49,5 +51,6 @@ def classify() -> Response:
     if model is None:
         raise Refusal(400, "unknown_model",
                       f"Unknown model {name!r}; choose one of {', '.join(registry.names)}.")
-    outcome = classify_upload(model, read_upload(request, allow_raw_body=False))
+    outcome = classify_upload(model, read_upload(request, allow_raw_body=False),
+                              gradcam=current_state().config.gradcam)
     return render_page(outcome)
