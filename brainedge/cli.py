@@ -402,12 +402,15 @@ _register_bench()
                    "runtime's choice].")
 @click.option("--max-upload-mb", type=click.FloatRange(0, min_open=True), default=None,
               help="Largest accepted upload [default: BRAINEDGE_MAX_UPLOAD_MB, else 20].")
+@click.option("--gradcam/--no-gradcam", default=None,
+              help="Grad-CAM heat maps from each artifact's FP32 Keras parent run; needs "
+                   "brainedge[train] [default: BRAINEDGE_GRADCAM, else off].")
 @click.option("--dev", is_flag=True,
               help="Flask's development server (one process) instead of gunicorn.")
 @_friendly_errors
 def serve(artifacts: tuple[Path, ...], default_artifact: str | None, host: str, port: int,
           workers: int | None, threads: int | None, max_upload_mb: float | None,
-          dev: bool) -> None:
+          gradcam: bool | None, dev: bool) -> None:
     """Serve the upload page and the JSON API (/api/v1/predict) for clinicians and integrators.
 
     Every artifact is verified (manifest, sha256) and loaded before the server accepts a
@@ -420,7 +423,7 @@ def serve(artifacts: tuple[Path, ...], default_artifact: str | None, host: str, 
 
     config = ServeConfig.from_env(overrides={
         "artifacts": [str(p) for p in artifacts], "default_artifact": default_artifact,
-        "threads": threads, "max_upload_mb": max_upload_mb})
+        "threads": threads, "max_upload_mb": max_upload_mb, "gradcam": gradcam})
     click.echo(f"note: {MEDICAL_NOTICE}", err=True)
     run_server(config, host=host, port=port, workers=workers, dev=dev)
 
