@@ -7,28 +7,18 @@ runtime is imported inside a command, so ``--help`` loads none of them.
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from brainedge.errors import BrainEdgeError, ConfigError
+from brainedge.clicommon import friendly_errors
+from brainedge.errors import ConfigError
 
 E2E_MAX_FILES = 100
 
 
-def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except BrainEdgeError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
 
 
 class IntList(click.ParamType):
@@ -113,7 +103,7 @@ def bench() -> None:
 @click.option("--pool-size", type=click.IntRange(1), default=1, show_default=True,
               help="LiteRT interpreters in the pool.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@_friendly_errors
+@friendly_errors
 def latency(artifact: Path, threads: int | None, batch_size: int, warmup: int, runs: int,
             min_seconds: float, e2e_path: Path | None, pool_size: int, as_json: bool) -> None:
     """Time one artifact in this process: load, warm-up, p50/p90/p99, throughput, peak RSS."""
@@ -169,7 +159,7 @@ def latency(artifact: Path, threads: int | None, batch_size: int, warmup: int, r
 @click.option("--device-label", default=None,
               help="Name of this device in the results [default: from the CPU, e.g. "
                    "intel-xeon-8c].")
-@_friendly_errors
+@friendly_errors
 def run(run_dirs: tuple[Path, ...], variants: tuple[str, ...], threads: tuple[int, ...],
         batch_sizes: tuple[int, ...], eval_data: Path | None, eval_limit: int,
         e2e_images: int, warmup: int, min_runs: int, min_seconds: float, max_runs: int,
@@ -228,7 +218,7 @@ def summary_table(report: dict[str, Any]) -> str:
               help="Folder for the Markdown report.")
 @click.option("--all-runs", is_flag=True,
               help="Keep every run of a device, not only its newest.")
-@_friendly_errors
+@friendly_errors
 def report(inputs: tuple[Path, ...], out_dir: Path, all_runs: bool) -> None:
     """Markdown tables (latency, throughput, memory, size, accuracy) from sweep JSON files or
     folders of them."""
@@ -252,7 +242,7 @@ def report(inputs: tuple[Path, ...], out_dir: Path, all_runs: bool) -> None:
               help="Threads of each interpreter.")
 @click.option("--warmup", type=click.IntRange(0), default=2, show_default=True,
               help="Untimed requests per client before timing starts.")
-@_friendly_errors
+@friendly_errors
 def concurrency(artifact: Path, clients: int, pool_sizes: tuple[int, ...], requests: int,
                 threads: int, warmup: int) -> None:
     """Throughput and p50/p99 of N concurrent clients: one locked interpreter vs a pool."""
@@ -314,7 +304,7 @@ def concurrency(artifact: Path, clients: int, pool_sizes: tuple[int, ...], reque
 @click.option("--token", envvar="BRAINEDGE_API_TOKEN", default=None,
               help="API token, if the server wants one [default: BRAINEDGE_API_TOKEN].")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-@_friendly_errors
+@friendly_errors
 def loadtest(url: str, serve_artifact: Path | None, workers: int | None, threads: int | None,
          image: Path, clients: int, total: int, duration: float | None, warmup: int,
          model: str | None, server_pid: int | None, token: str | None, as_json: bool) -> None:

@@ -30,9 +30,10 @@ from benchmarks.plots import (
     plot_sizes,
     plot_thread_scaling,
 )
-from brainedge import MEDICAL_NOTICE
+from brainedge import MEDICAL_NOTICE, tables
 from brainedge.errors import ConfigError, MissingDependencyError, requires
 from brainedge.manifest import atomic_path
+from brainedge.tables import Column, escape
 
 __all__ = [
     "SCHEMA",
@@ -66,11 +67,9 @@ KEY_LIBRARIES = (
     "numpy",
     "opencv-python-headless",
 )
-MISSING = "–"
 
 log = logging.getLogger(__name__)
 
-Column = tuple[str, str] | tuple[str, str, str]
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,40 +221,6 @@ def _unique_slug(text: str, used: set[str]) -> str:
     return slug
 
 
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> str:
-    """GitHub-flavoured Markdown table; each column is (row key, header[, float format]).
-
-    ``training.reports.markdown_table`` is not reused because that module imports matplotlib at
-    import time, and this report must load on an edge install without it. Numeric columns are
-    right-aligned, None prints as an en dash, pipes and newlines in text are escaped.
-    """
-    if not columns:
-        raise ValueError("markdown_table needs at least one column")
-    specs = [(c[0], c[1], c[2] if len(c) > 2 else None) for c in columns]
-    header = "| " + " | ".join(_escape(title) for _, title, _ in specs) + " |"
-    align = "| " + " | ".join(_alignment(rows, key) for key, _, _ in specs) + " |"
-    body = [
-        "| " + " | ".join(_cell(row.get(key), fmt) for key, _, fmt in specs) + " |" for row in rows
-    ]
-    return "\n".join([header, align, *body])
-
-
-def _cell(value: Any, fmt: str | None) -> str:
-    if value is None:
-        return MISSING
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        return format(value, fmt) if fmt else _auto_float(value)
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_cell(v, fmt) for v in value)
-    return _escape(str(value))
-
-
 def _auto_float(x: float) -> str:
     # Enough digits to compare rows, without a latency of 1234.5678 ms suggesting nanoseconds.
     if abs(x) >= 100:
@@ -265,16 +230,8 @@ def _auto_float(x: float) -> str:
     return f"{x:.4f}"
 
 
-def _escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _alignment(rows: Sequence[Mapping[str, Any]], key: str) -> str:
-    values = [row.get(key) for row in rows if row.get(key) is not None]
-    numeric = bool(values) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
-    )
-    return "---:" if numeric else "---"
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> str:
+    return tables.markdown_table(rows, columns, float_format=_auto_float)
 
 
 def _num(value: Any) -> float | None:
@@ -478,7 +435,7 @@ def write_report(inputs: Sequence[Path | str], out_dir: Path,
     if skipped:
         parts.append(
             "**Skipped inputs** (found in a folder, not merged):\n\n"
-            + "\n".join(f"- **Warning:** {_escape(message)}" for message in skipped)
+            + "\n".join(f"- **Warning:** {escape(message)}" for message in skipped)
         )
     parts.append(_notes(no_plots))
     for run in runs:
@@ -579,15 +536,15 @@ def _key_libraries(libraries: Any) -> str | None:
 
 
 def _device_section(run: _Run, out_dir: Path, no_plots: str | None) -> list[str]:
-    parts = [f"## Device: {_escape(run.label)}"]
+    parts = [f"## Device: {escape(run.label)}"]
     used_model_slugs: set[str] = set()
     for model in run.models():
         parts.extend(
             _model_section(run, model, _unique_slug(model, used_model_slugs), out_dir, no_plots)
         )
-    parts.extend([f"### {_escape(run.label)}: targets", _targets(run)])
-    parts.extend([f"### {_escape(run.label)}: harness overhead", _overhead(run)])
-    parts.extend([f"### {_escape(run.label)}: GPU", *_gpu(run)])
+    parts.extend([f"### {escape(run.label)}: targets", _targets(run)])
+    parts.extend([f"### {escape(run.label)}: harness overhead", _overhead(run)])
+    parts.extend([f"### {escape(run.label)}: GPU", *_gpu(run)])
     return parts
 
 
@@ -595,7 +552,7 @@ def _model_section(
     run: _Run, model: str, model_slug: str, out_dir: Path, no_plots: str | None
 ) -> list[str]:
     rows = sorted((r for r in run.cpu() if r["model"] == model), key=_row_order)
-    parts = [f"### {_escape(run.label)} · {_escape(model)} (CPU)"]
+    parts = [f"### {escape(run.label)} · {escape(model)} (CPU)"]
     if not rows:
         parts.append(f"No successful CPU rows for {model} in this run.")
         return parts
@@ -812,7 +769,7 @@ def _gpu(run: _Run) -> list[str]:
     parts = []
     if not measured:
         reason = info.get("reason") or "no reason recorded"
-        parts.append(f"GPU: not measured on {_escape(run.label)} ({_escape(str(reason))}).")
+        parts.append(f"GPU: not measured on {escape(run.label)} ({escape(str(reason))}).")
         if rows:
             parts.append("The run nevertheless holds GPU rows; they are shown as recorded.")
     if rows:
@@ -839,7 +796,7 @@ def _gpu(run: _Run) -> list[str]:
     elif measured:
         failed = sum(1 for r in run.rows if r["device_kind"] == "gpu" and r["error"])
         parts.append(
-            f"GPU: measured on {_escape(run.label)}, but no GPU row succeeded"
+            f"GPU: measured on {escape(run.label)}, but no GPU row succeeded"
             + (f" ({failed} failed; see Failed rows)." if failed else " (none recorded).")
         )
     return parts

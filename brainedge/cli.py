@@ -7,7 +7,6 @@ works on an edge install.
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 from collections.abc import Callable
@@ -17,22 +16,11 @@ from typing import Any
 import click
 
 from brainedge import MEDICAL_NOTICE, __version__
-from brainedge.errors import BrainEdgeError
+from brainedge.clicommon import friendly_errors
 
 DEFAULT_DATA = "data/phantoms"
 
 
-def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn errors a user can act on into one-line messages and exit code 1."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except BrainEdgeError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,7 +62,7 @@ def data() -> None:
 @click.option("--test-per-class", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--image-size", type=click.IntRange(32, 1024), default=160, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@_friendly_errors
+@friendly_errors
 def data_phantoms(out: Path, train_per_class: int, test_per_class: int, image_size: int,
                   seed: int) -> None:
     """Generate procedural MRI-like phantoms in the Kaggle layout (for demos and tests only)."""
@@ -96,7 +84,7 @@ def data_phantoms(out: Path, train_per_class: int, test_per_class: int, image_si
 @click.option("--near-threshold", type=click.IntRange(0, 32), default=None,
               help="Max Hamming distance between 256-bit pHashes that counts as a near "
                    "duplicate [default: 12].")
-@_friendly_errors
+@friendly_errors
 def audit(data_dir: Path, out: Path, near_threshold: int | None) -> None:
     """Find exact and near-duplicate images within and across splits; list a leak-free test set."""
     from training.audit import AuditConfig, audit_dataset, write_audit
@@ -168,7 +156,7 @@ _AUGMENT_KEYS = ("rotation_deg", "brightness", "shift", "hflip", "vflip")
 
 @main.command()
 @_train_options
-@_friendly_errors
+@friendly_errors
 def train(data_dir: Path, arch: str, preset: str, run_dir: Path | None, overwrite: bool,
           **overrides: Any) -> None:
     """Train VGG16 or DenseNet121 by transfer learning and write a self-describing run folder.
@@ -205,7 +193,7 @@ def train(data_dir: Path, arch: str, preset: str, run_dir: Path | None, overwrit
               help="Report folder [default: RUN_DIR/eval].")
 @click.option("--bootstrap", type=click.IntRange(100), default=1000, show_default=True,
               help="Bootstrap resamples for the 95% confidence interval.")
-@_friendly_errors
+@friendly_errors
 def evaluate(run_dir: Path, data_dir: Path | None, clean_list: Path | None, out: Path | None,
              bootstrap: int) -> None:
     """Test-split metrics of a trained run: accuracy with 95% CI, per-class P/R/F1, macro-F1,
@@ -261,7 +249,7 @@ def _variant_names() -> list[str]:
               help="Exit 0 even when a variant fails the parity gate or cannot be built.")
 @click.option("--test", "on_test", is_flag=True,
               help="Also measure every variant on the test split.")
-@_friendly_errors
+@friendly_errors
 def optimize(run_dir: Path | None, data_dir: Path | None, out: Path | None,
              variants: tuple[str, ...], qat: bool, list_variants: bool, sparsity: float,
              prune_epochs: int, prune_learning_rate: float, clusters: int,
@@ -317,7 +305,7 @@ def optimize(run_dir: Path | None, data_dir: Path | None, out: Path | None,
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Also write the Markdown table (and JSON beside it) here.")
-@_friendly_errors
+@friendly_errors
 def compare(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     """Compare trained runs: accuracy, macro-F1, parameters, FLOPs, file size, time per epoch."""
     from training.compare import compare_runs
@@ -342,7 +330,7 @@ def compare(run_dirs: tuple[Path, ...], out: Path | None) -> None:
               show_default=True)
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="Write the results to this file instead of standard output.")
-@_friendly_errors
+@friendly_errors
 def predict(target: Path, model_path: Path, backend: str | None, threads: int | None,
             providers: tuple[str, ...], fmt: str, output: Path | None) -> None:
     """Classify an image (PNG, JPEG, DICOM) or every image under a folder.
@@ -407,7 +395,7 @@ _register_bench()
                    "brainedge[train] [default: BRAINEDGE_GRADCAM, else off].")
 @click.option("--dev", is_flag=True,
               help="Flask's development server (one process) instead of gunicorn.")
-@_friendly_errors
+@friendly_errors
 def serve(artifacts: tuple[Path, ...], default_artifact: str | None, host: str, port: int,
           workers: int | None, threads: int | None, max_upload_mb: float | None,
           gradcam: bool | None, dev: bool) -> None:

@@ -6,7 +6,6 @@ nothing here changes the process-wide backend or leaves figures open in long-run
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from brainedge.manifest import atomic_path
+from brainedge.tables import markdown_table
 
 MEDICAL_LINE = "Decision support only, not a diagnosis."
-MISSING = "–"
 
 
 def plot_confusion_matrix(
@@ -63,56 +62,6 @@ def metrics_markdown(results: Mapping[str, Mapping[str, Any]], title: str) -> st
         parts.append(f"## Per class: {subset}")
         parts.append(_per_class_table(metrics))
     return "\n\n".join(parts) + "\n"
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
-    """GitHub-flavoured Markdown table; ``columns`` is (row key, header). Numbers right-align."""
-    if not columns:
-        raise ValueError("markdown_table needs at least one column")
-    header = "| " + " | ".join(_escape(title) for _, title in columns) + " |"
-    align = "| " + " | ".join(_alignment(rows, key) for key, _ in columns) + " |"
-    body = [
-        "| " + " | ".join(format_cell(row.get(key)) for key, _ in columns) + " |" for row in rows
-    ]
-    return "\n".join([header, align, *body])
-
-
-def format_cell(value: Any) -> str:
-    """One cell's text: floats to 4 decimals (tiny ones in 4 significant digits), None as –."""
-    if value is None:
-        return MISSING
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return _format_float(float(value))
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return "[" + ", ".join(format_cell(v) for v in value) + "]"
-    return _escape(str(value))
-
-
-def _format_float(x: float) -> str:
-    if not math.isfinite(x):
-        return str(x)
-    # Fixed 4 decimals keep a column of metrics aligned; below 1e-3 they would read as 0.0000.
-    if x != 0.0 and abs(x) < 1e-3:
-        return f"{x:.4g}"
-    return f"{x:.4f}"
-
-
-def _escape(text: str) -> str:
-    # A bare pipe would split the cell and a newline would end the row.
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _alignment(rows: Sequence[Mapping[str, Any]], key: str) -> str:
-    values = [row.get(key) for row in rows if row.get(key) is not None]
-    numeric = bool(values) and all(
-        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-        for v in values
-    )
-    return "---:" if numeric else "---"
 
 
 def _summary_table(results: Mapping[str, Mapping[str, Any]]) -> str:
