@@ -36,10 +36,18 @@ def _interpreter_class() -> tuple[type, str, str]:
         from tflite_runtime.interpreter import Interpreter
 
         return Interpreter, "tflite-runtime", tflite_runtime.__version__
+    except ImportError:
+        pass
+    # Last resort on a training server that has TensorFlow but not the edge extra: the same
+    # interpreter, bundled (and deprecated) in TensorFlow. Never reached on an edge install.
+    try:
+        import tensorflow as tf
+
+        return tf.lite.Interpreter, "tensorflow-lite", tf.__version__
     except ImportError as exc:
         raise MissingDependencyError(
-            "running .tflite models needs ai-edge-litert (or tflite-runtime); install it with: "
-            "pip install 'brainedge[edge]'"
+            "running .tflite models needs ai-edge-litert (or tflite-runtime, or TensorFlow's "
+            "tf.lite); install it with: pip install 'brainedge[edge]'"
         ) from exc
 
 

@@ -309,12 +309,32 @@ def test_litert_missing_names_the_pip_extra(monkeypatch, tmp_path):
     from runtime import litert
 
     for module in ("ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime",
-                   "tflite_runtime.interpreter"):
+                   "tflite_runtime.interpreter", "tensorflow"):
         monkeypatch.setitem(sys.modules, module, None)  # None makes the import fail
     litert._interpreter_class.cache_clear()
     try:
         with pytest.raises(MissingDependencyError, match=r"pip install 'brainedge\[edge\]'"):
             litert.LiteRTPredictor(tmp_path / "model.tflite")
+    finally:
+        litert._interpreter_class.cache_clear()
+
+
+@pytest.mark.tf
+def test_tensorflow_lite_is_the_last_fallback_and_answers_like_litert(monkeypatch, artifacts):
+    from runtime import litert
+
+    path = artifacts["fp32"]
+    expected = litert.LiteRTPredictor(path).predict(images(3))
+    for module in ("ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime",
+                   "tflite_runtime.interpreter"):
+        monkeypatch.setitem(sys.modules, module, None)
+    litert._interpreter_class.cache_clear()
+    try:
+        # TensorFlow says its interpreter is deprecated; the user sees that warning too.
+        with pytest.warns(UserWarning, match="deprecated"):
+            predictor = litert.LiteRTPredictor(path)
+        assert predictor.library == "tensorflow-lite"
+        np.testing.assert_allclose(predictor.predict(images(3)), expected, atol=1e-5)
     finally:
         litert._interpreter_class.cache_clear()
 
