@@ -134,30 +134,13 @@ def noisy_png(nbytes: int) -> bytes:
 
 
 def dicom_bytes(pixels: np.ndarray | None, frames: int = 1, **elements: Any) -> bytes:
-    """A DICOM Part 10 MR slice built in memory, with a patient name that must never leak."""
-    pydicom = pytest.importorskip("pydicom", reason="DICOM input needs pydicom (edge extra)")
-    from pydicom import uid
-    from pydicom.dataset import Dataset, FileMetaDataset
+    """A DICOM Part 10 MR slice built in memory (tests/test_dicom.py's builder), with a patient
+    name that must never leak."""
+    pytest.importorskip("pydicom", reason="DICOM input needs pydicom (edge extra)")
+    from tests.test_dicom import _dataset, _save
 
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = uid.MRImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = uid.generate_uid()
-    ds.SOPClassUID = uid.MRImageStorage
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MR"
-    ds.PatientName = PATIENT_NAME
-    ds.PatientID = PATIENT_ID
-    if pixels is not None:
-        data = np.stack([pixels] * frames) if frames > 1 else pixels
-        ds.set_pixel_data(data, "MONOCHROME2", 8, generate_instance_uid=False)
-    for keyword, value in elements.items():
-        setattr(ds, keyword, value)
-    buf = BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    assert pydicom.dcmread(BytesIO(buf.getvalue())).PatientName == PATIENT_NAME
-    return buf.getvalue()
+    data = np.stack([pixels] * frames) if pixels is not None and frames > 1 else pixels
+    return _save(_dataset(data, **elements))
 
 
 def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
