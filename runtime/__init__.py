@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from brainedge.errors import ModelLoadError, UnknownBackendError
+from runtime.artifact import FORMATS
 from runtime.base import Predictor, TensorSpec
 
-BACKENDS = ("litert", "onnxruntime", "keras")
-_SUFFIX_BACKENDS = {".tflite": "litert", ".onnx": "onnxruntime", ".keras": "keras"}
+# One table (runtime.artifact.FORMATS) says which file each format keeps and what runs it.
+BACKENDS = tuple(backend for _, backend in FORMATS.values())
+_SUFFIX_BACKENDS = {Path(model_file).suffix: backend for model_file, backend in FORMATS.values()}
 
 
 def get_predictor(
