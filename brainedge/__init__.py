@@ -1,8 +1,9 @@
 """BrainEdge: brain-tumor MRI classification from training to the edge.
 
 The pipeline lives in one top-level package per stage: ``training``, ``optimize``, ``runtime``,
-``benchmarks`` and ``webapp``. This package holds what they share and must stay free of
-TensorFlow: errors, artifact manifests and the command line.
+``benchmarks`` and ``webapp``. This package is the ground they all stand on, and must stay free
+of TensorFlow and of the stages themselves: errors, artifact manifests, Markdown tables, the
+medical notice. The command line that drives every stage is the ``cli`` package.
 """
 
 import os

@@ -61,6 +61,10 @@ class ModelLoadError(BrainEdgeError):
     """An artifact cannot be loaded by its runtime (truncated, wrong format, unsupported)."""
 
 
+class FailedGateError(ModelLoadError):
+    """An artifact failed its parity gate (optimize) and serving it was not explicitly allowed."""
+
+
 class UnknownBackendError(BrainEdgeError, ValueError):
     """A runtime backend name that BrainEdge does not know."""
 

@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from brainedge import __version__
-from brainedge.cli import main
 from brainedge.errors import DatasetError
+from cli.main import main
 from training.config import Arch, AugmentConfig, TrainConfig
 
 
@@ -31,10 +31,13 @@ class FakeTraining:
 
     def __init__(self, error: Exception | None = None) -> None:
         self.calls: list[tuple[TrainConfig, Path, bool]] = []
+        self.finish_now: list[bool] = []
         self.error = error
 
-    def __call__(self, config: TrainConfig, run_dir: Path, overwrite: bool = False) -> Any:
+    def __call__(self, config: TrainConfig, run_dir: Path, overwrite: bool = False,
+                 finish_now: bool = False) -> Any:
         self.calls.append((config, Path(run_dir), overwrite))
+        self.finish_now.append(finish_now)
         if self.error is not None:
             raise self.error
         return types.SimpleNamespace(run_dir=run_dir, val_accuracy=0.875, epochs_run=3,
@@ -57,7 +60,7 @@ def fake_train(monkeypatch: pytest.MonkeyPatch) -> FakeTraining:
     ("args", "purpose"),
     [
         ([], "brain-tumor MRI classification"),
-        (["train"], "Train VGG16 or DenseNet121 by transfer learning"),
+        (["train"], "Train VGG16 or DenseNet121 and write a self-describing run folder"),
         (["audit"], "near-duplicate images"),
         (["evaluate"], "Test-split metrics of a trained run"),
         (["compare"], "Compare trained runs"),
@@ -136,6 +139,21 @@ def test_train_passes_run_dir_overwrite_and_flag_options(runner, fake_train, tmp
     assert config.precision.value == "float32"
     assert config.strategy.value == "mirrored"
     assert (config.batch_size, config.learning_rate, config.max_train_images) == (4, 0.01, 40)
+
+
+def test_train_passes_every_recipe_option_into_the_config(runner, fake_train, tmp_path):
+    result = runner.invoke(main, [
+        "train", "--data", str(tmp_path), "--lr-schedule", "plateau", "--warmup-epochs", "2",
+        "--min-learning-rate", "1e-5", "--label-smoothing", "0.05", "--class-weight",
+        "balanced", "--bilateral-d", "0", "--scaling", "unit", "--finish-now"])
+
+    assert result.exit_code == 0, result.output
+    [(config, _, _)] = fake_train.calls
+    assert (config.lr_schedule.value, config.warmup_epochs, config.min_learning_rate) == (
+        "plateau", 2.0, 1e-5)
+    assert (config.label_smoothing, config.class_weight.value) == (0.05, "balanced")
+    assert (config.preprocess.bilateral_d, config.preprocess.scaling) == (0, "unit")
+    assert fake_train.finish_now == [True]
 
 
 # --- errors -------------------------------------------------------------------------------------

@@ -31,11 +31,11 @@ EDGE_MODULES = (
     "benchmarks.sweep",
     "benchmarks.plots",
     "benchmarks.report",
-    "benchmarks.cli",
+    "cli.bench",
     "optimize.config",
     "training.data",
     "training.phantoms",
-    "brainedge.cli",
+    "cli.main",
 )
 # TF-free too, but their other dependencies (scikit-learn, imagehash) come with brainedge[train].
 TRAIN_MODULES_WITHOUT_TF = tuple(
@@ -85,7 +85,7 @@ def test_edge_modules_and_cli_help_do_not_import_tensorflow():
         check()
 
         from click.testing import CliRunner
-        from brainedge.cli import main
+        from cli.main import main
         for args in ([], ["train"], ["audit"], ["evaluate"], ["compare"], ["optimize"],
                      ["data", "phantoms"]):
             out = CliRunner().invoke(main, [*args, "--help"])
@@ -98,7 +98,7 @@ def test_edge_modules_and_cli_help_do_not_import_tensorflow():
     assert "edge ok" in result.stdout
 
 
-def test_python_m_brainedge_cli_help_does_not_import_tensorflow():
+def test_python_m_cli_help_does_not_import_tensorflow():
     result = _run(
         """
         import atexit
@@ -106,7 +106,7 @@ def test_python_m_brainedge_cli_help_does_not_import_tensorflow():
         atexit.register(check)
         sys.argv = ["brainedge", "--help"]
         try:
-            runpy.run_module("brainedge.cli", run_name="__main__")
+            runpy.run_module("cli.main", run_name="__main__")
         except SystemExit as exc:
             assert exc.code in (0, None), exc.code
         check()
@@ -157,7 +157,7 @@ def test_the_blocker_would_catch_a_tensorflow_import():
     result = _run(
         """
         try:
-            import training.tf_compat  # noqa: F401
+            import brainedge.tf_compat  # noqa: F401
         except ImportError:
             pass
         check()

@@ -1,4 +1,4 @@
-"""What every BrainEdge command shares: errors a user can act on become one-line messages."""
+"""What every command shares: errors a user can act on become one-line messages."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Import TensorFlow and tf_keras (Keras 2) in one place.
+"""Import TensorFlow and tf_keras (Keras 2) in one place, for every stage that needs them.
+
+It sits in the shared ground, below training/, optimize/ and runtime/keras.py, so the runtime
+never reaches up into training/ for it. Importing it imports TensorFlow: only modules that
+run Keras import it, never the edge path.
 
 TFMOT's pruning and quantization-aware training work only with tf_keras, so every module that
 needs Keras imports it from here, and ``TF_USE_LEGACY_KERAS`` is set before TensorFlow loads.

@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from brainedge.clicommon import friendly_errors
 from brainedge.errors import ConfigError
+from cli.errors import friendly_errors
 
 E2E_MAX_FILES = 100
 
@@ -44,6 +44,11 @@ class IntList(click.ParamType):
 
 
 INT_LIST = IntList()
+# Under an emulator, time nothing (benchmarks/emulation.py) but still load and evaluate.
+ALLOW_EMULATED = click.option(
+    "--allow-emulated", is_flag=True,
+    help="Under a CPU emulator (QEMU user-mode), measure what does not depend on speed instead "
+         "of refusing; no latency is written (rows say 'emulated, not timed').")
 
 
 def _image_files(path: Path) -> list[Path]:
@@ -82,6 +87,7 @@ def bench() -> None:
       report       Markdown tables from sweep JSON files
       concurrency  LiteRT under concurrent clients: one locked interpreter vs a pool
       http         load test of a running server (or one it starts) over loopback HTTP
+      footprint    start-up time and memory (master and workers) of brainedge serve
     """
 
 
@@ -98,21 +104,26 @@ def bench() -> None:
 @click.option("--min-seconds", type=click.FloatRange(0), default=1.0, show_default=True,
               help="Keep running until this long has passed too (up to 2000 runs or --runs).")
 @click.option("--e2e", "e2e_path", type=click.Path(exists=True, path_type=Path), default=None,
-              help="An image or a folder of images: also time decode + preprocess + inference "
-                   f"of one image (up to {E2E_MAX_FILES} files, cycled).")
+              help="An image or a folder of images: also time one request as the web app "
+                   "answers it: decode, checks, preprocess, inference "
+                   f"(up to {E2E_MAX_FILES} files, cycled).")
 @click.option("--pool-size", type=click.IntRange(1), default=1, show_default=True,
               help="LiteRT interpreters in the pool.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@ALLOW_EMULATED
 @friendly_errors
 def latency(artifact: Path, threads: int | None, batch_size: int, warmup: int, runs: int,
-            min_seconds: float, e2e_path: Path | None, pool_size: int, as_json: bool) -> None:
+            min_seconds: float, e2e_path: Path | None, pool_size: int, as_json: bool,
+            allow_emulated: bool) -> None:
     """Time one artifact in this process: load, warm-up, p50/p90/p99, throughput, peak RSS."""
+    from benchmarks.emulation import NOT_TIMED
     from benchmarks.worker import run_job
 
     job = {"artifact": str(artifact), "threads": threads, "pool_size": pool_size,
            "batch_sizes": [batch_size], "warmup": warmup, "min_runs": runs,
            "min_seconds": min_seconds, "max_runs": max(runs, 2000),
-           "e2e_images": [str(p) for p in _image_files(e2e_path)] if e2e_path else []}
+           "e2e_images": [str(p) for p in _image_files(e2e_path)] if e2e_path else [],
+           "allow_emulated": allow_emulated}
     result = run_job(job)
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -122,6 +133,10 @@ def latency(artifact: Path, threads: int | None, batch_size: int, warmup: int, r
                f"{d['backend']} {d['runtime_version']}), {_mb(result['size_bytes'])}"
                + (f", gzip {_mb(result['gzip_bytes'])}" if result["gzip_bytes"] else ""))
     click.echo(f"threads    {threads or 'runtime default'}; input {d['image_size']} px")
+    if result["timing"] == NOT_TIMED:
+        click.echo(f"timing     {NOT_TIMED}: loaded and verified, but an emulator's latency "
+                   "describes the emulator (time it on the real device)")
+        return
     imported = (f" (of which importing {result['import_library']} "
                 f"{result['import_ms']:.1f} ms)" if result["import_ms"] else "")
     click.echo(f"load       {result['load_ms']:.1f} ms, sha256 verified{imported}")
@@ -131,7 +146,11 @@ def latency(artifact: Path, threads: int | None, batch_size: int, warmup: int, r
     if result["e2e_latency_ms"]:
         e2e = result["e2e_latency_ms"]
         click.echo(_stats_line("end-to-end", e2e, 1e3 / e2e["mean"])
-                   + f"  decode+preprocess+inference, {result['e2e_images']} image(s)")
+                   + f"  decode+checks+preprocess+inference, {result['e2e_images']} image(s)")
+        stages = result["e2e_stages_ms"]
+        click.echo("stages     " + ", ".join(
+            f"{name} {s['mean']:.3f} ms ({s['share']:.0%})" for name, s in stages.items())
+                   + "  (mean per request)")
     click.echo(f"peak RSS   {result['peak_rss_mb']:.1f} MB")
 
 
@@ -159,11 +178,13 @@ def latency(artifact: Path, threads: int | None, batch_size: int, warmup: int, r
 @click.option("--device-label", default=None,
               help="Name of this device in the results [default: from the CPU, e.g. "
                    "intel-xeon-8c].")
+@ALLOW_EMULATED
 @friendly_errors
 def run(run_dirs: tuple[Path, ...], variants: tuple[str, ...], threads: tuple[int, ...],
         batch_sizes: tuple[int, ...], eval_data: Path | None, eval_limit: int,
         e2e_images: int, warmup: int, min_runs: int, min_seconds: float, max_runs: int,
-        timeout_s: float, out_dir: Path, device_label: str | None) -> None:
+        timeout_s: float, out_dir: Path, device_label: str | None,
+        allow_emulated: bool) -> None:
     """Benchmark each run (Keras FP32 baseline) and its optimized variants at each thread count,
     every combination in a fresh process; write one JSON file."""
     from benchmarks.sweep import BenchConfig, discover_artifacts, run_sweep
@@ -173,6 +194,7 @@ def run(run_dirs: tuple[Path, ...], variants: tuple[str, ...], threads: tuple[in
         batch_sizes=batch_sizes, warmup=warmup, min_runs=min_runs, min_seconds=min_seconds,
         max_runs=max_runs, e2e_images=e2e_images, eval_data=eval_data,
         eval_limit=eval_limit, timeout_s=timeout_s, out_dir=out_dir, device_label=device_label,
+        allow_emulated=allow_emulated,
     )
     path = run_sweep(config, progress=lambda msg: click.echo(msg, err=True))
     click.echo(summary_table(json.loads(path.read_text())))
@@ -181,6 +203,8 @@ def run(run_dirs: tuple[Path, ...], variants: tuple[str, ...], threads: tuple[in
 
 def summary_table(report: dict[str, Any]) -> str:
     """A short fixed-width table of a sweep's rows (the full report is ``bench report``)."""
+    from benchmarks.emulation import NOT_TIMED
+
     sizes = report["config"]["batch_sizes"]
     small, large = min(sizes), max(sizes)
     header = (f"{'model':<12} {'variant':<26} {'dev':<4} {'thr':>3} {f'p50 b{small}':>9} "
@@ -198,13 +222,18 @@ def summary_table(report: dict[str, Any]) -> str:
             "-" if row["accuracy"] is None else f"{row['accuracy']:.3f}",
         ]
         error = (row["error"] or "").splitlines()[0][:60] if row["error"] else ""
+        if not error and row.get("timing") == NOT_TIMED:
+            error = NOT_TIMED
         lines.append(f"{row['model'] or '?':<12} {row['variant'] or '?':<26} "
                      f"{row['device_kind']:<4} {row['threads']:>3} {cells[0]:>9} {cells[1]:>10} "
                      f"{cells[2]:>8} {cells[3]:>6} {_mb(row['size_bytes']):>9}  {error}")
     overhead = report["harness_overhead_ms"]
     ratio = overhead.get("ratio_to_fastest_p50")
-    lines.append(f"harness overhead p50 {overhead['p50'] * 1e3:.2f} µs"
-                 + (f" = {ratio:.3%} of the fastest p50" if ratio is not None else ""))
+    if overhead["p50"] is None:
+        lines.append(f"harness overhead: not measured ({overhead.get('not_measured')})")
+    else:
+        lines.append(f"harness overhead p50 {overhead['p50'] * 1e3:.2f} µs"
+                     + (f" = {ratio:.3%} of the fastest p50" if ratio is not None else ""))
     gpu = report["gpu"]
     lines.append("GPU: " + (f"measured with {gpu.get('provider')}" if gpu["measured"]
                             else f"not measured ({gpu['reason']})"))
@@ -246,11 +275,13 @@ def report(inputs: tuple[Path, ...], out_dir: Path, all_runs: bool) -> None:
 def concurrency(artifact: Path, clients: int, pool_sizes: tuple[int, ...], requests: int,
                 threads: int, warmup: int) -> None:
     """Throughput and p50/p99 of N concurrent clients: one locked interpreter vs a pool."""
+    from benchmarks.emulation import refuse_if_emulated
     from benchmarks.harness import measure_concurrent
     from benchmarks.sut import InferenceSUT
     from runtime import load_classifier
     from runtime.artifact import open_artifact
 
+    refuse_if_emulated("time concurrent clients")
     backend = open_artifact(artifact).backend
     if backend != "litert":
         raise ConfigError(f"{artifact} runs on {backend}; the pool-vs-lock comparison is for "
@@ -260,7 +291,8 @@ def concurrency(artifact: Path, clients: int, pool_sizes: tuple[int, ...], reque
     best: tuple[float, int] | None = None
     lock_throughput = None
     for pool_size in pool_sizes:
-        classifier = load_classifier(artifact, num_threads=threads, pool_size=pool_size)
+        classifier = load_classifier(artifact, num_threads=threads, pool_size=pool_size,
+                                     allow_failed_gate=True)  # measured, not served
         result = measure_concurrent(InferenceSUT(classifier, 1), clients, requests, warmup)
         name = "pool 1 (lock)" if pool_size == 1 else f"pool {pool_size}"
         click.echo(f"{name:<14} {result.throughput_per_s:8.1f} req/s  "
@@ -316,8 +348,10 @@ def loadtest(url: str, serve_artifact: Path | None, workers: int | None, threads
     """
     import contextlib
 
+    from benchmarks.emulation import refuse_if_emulated
     from benchmarks.loadtest import LoadConfig, format_result, run_load, serve_artifacts
 
+    refuse_if_emulated("load-test a server")
     if serve_artifact is None and (workers is not None or threads is not None):
         raise click.UsageError("--workers and --threads configure the server --serve starts; "
                                "a server started elsewhere keeps its own")
@@ -334,3 +368,41 @@ def loadtest(url: str, serve_artifact: Path | None, workers: int | None, threads
                             server_pid=server_pid, token=token)
         result = run_load(config)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_result(result))
+
+
+@bench.command("footprint")
+@click.option("--artifact", "artifacts", multiple=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Artifact folder to serve (repeatable), e.g. "
+                   "runs/densenet121/optimized/tflite-int8 [default: the shipped DenseNet121].")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="gunicorn workers [default: the server's, min(2, CPUs)].")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="Inference threads per model [default: the server's].")
+@click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="With --requests: the image to POST to /api/v1/predict.")
+@click.option("--requests", type=click.IntRange(0), default=0, show_default=True,
+              help="Requests (one client) before measuring memory a second time.")
+@click.option("--device-label", default=None,
+              help="Name of this device in the output [default: from the CPU].")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@friendly_errors
+def footprint(artifacts: tuple[Path, ...], workers: int | None, threads: int | None,
+              image: Path | None, requests: int, device_label: str | None,
+              as_json: bool) -> None:
+    """Start brainedge serve with the artifacts, then report the time until it is ready and
+    the RSS and PSS of its master and each worker; stop it. Figures are this machine's."""
+    from benchmarks.footprint import format_footprint, measure_footprint
+
+    if (image is None) != (requests == 0):
+        raise click.UsageError("--image and --requests go together: pass both, or neither")
+    if not artifacts:
+        from runtime.shipped import default_artifact
+
+        artifacts = (default_artifact(),)
+    if not as_json:
+        click.echo(f"starting brainedge serve with {len(artifacts)} artifact(s) ...", err=True)
+    result = measure_footprint(list(artifacts), workers=workers, threads=threads,
+                               image=image.read_bytes() if image else None, requests=requests,
+                               device_label=device_label)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_footprint(result))
