@@ -1,7 +1,7 @@
 """The one preprocessing path, shared by training and every runtime (pure NumPy/OpenCV).
 
 ``prepare`` turns a decoded grayscale slice into the model's RGB uint8 input (brain crop,
-bilateral filter, gray to RGB, resize); ``scale`` applies the scaling the backbone was
+resize, bilateral filter, gray to RGB); ``scale`` applies the scaling the backbone was
 pre-trained with. Training augments between the two; serving calls ``preprocess`` (both).
 The spec travels in every artifact's manifest, so a runtime never guesses it.
 """
@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 
 from brainedge.errors import ConfigError
+from runtime.bilateral import bilateral_exact
+from runtime.resize import resize_exact
 
 # name -> (channel order, mean, std, divide by 255 first); the conventions of
 # tf_keras.applications.*.preprocess_input ("caffe" for VGG16, "torch" for DenseNet121).
@@ -31,7 +33,7 @@ MODEL_SCALING = {"vgg16": "caffe", "densenet121": "torch"}
 class PreprocessSpec:
     image_size: int = 150
     crop_brain: bool = True
-    # cv2.bilateralFilter(d, sigmaColor, sigmaSpace); d=0 disables the filter.
+    # As cv2.bilateralFilter(d, sigmaColor, sigmaSpace), at the model's size; d=0 disables it.
     bilateral_d: int = 2
     bilateral_sigma_color: float = 50.0
     bilateral_sigma_space: float = 50.0
@@ -87,15 +89,13 @@ def prepare(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         raise ValueError(f"prepare expects a 2-D uint8 image, got {gray.dtype} {gray.shape}")
     if spec.crop_brain:
         gray = crop_to_brain(gray)
+    # Resized first, then filtered at the model's resolution: cheaper, whatever the upload's
+    # size. Both steps are exact integer arithmetic, identical on x86 and arm64 (cv2's are not).
+    gray = resize_exact(gray, spec.image_size, spec.image_size)
     if spec.bilateral_d > 0:
-        gray = cv2.bilateralFilter(
+        gray = bilateral_exact(
             gray, spec.bilateral_d, spec.bilateral_sigma_color, spec.bilateral_sigma_space
         )
-    size = spec.image_size
-    shrinking = gray.shape[0] > size or gray.shape[1] > size
-    gray = cv2.resize(
-        gray, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    )
     return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
 
 
