@@ -8,19 +8,56 @@ import json
 import pytest
 
 from brainedge.errors import ConfigError
-from training.config import PRESETS, Arch, AugmentConfig, Precision, Strategy, TrainConfig
+from training.config import (
+    PRESETS,
+    Arch,
+    AugmentConfig,
+    ClassWeight,
+    LRSchedule,
+    Precision,
+    Strategy,
+    TrainConfig,
+)
 
 
-def test_reference_preset_is_the_published_recipe():
+def test_reference_preset_is_the_recipe_from_scratch():
     config = PRESETS["reference"]("data/x")
 
-    assert config.image_size == 150
-    assert config.epochs == 20
-    assert config.batch_size == 32
+    assert (config.image_size, config.epochs, config.batch_size) == (150, 20, 32)
     assert config.learning_rate == pytest.approx(1e-3)
-    assert config.weights == "imagenet"
+    assert config.weights == "none" and config.frozen_base is False
     assert config.arch is Arch.DENSENET121
-    assert config.frozen_base is True
+    assert config.lr_schedule is LRSchedule.COSINE and config.warmup_epochs == 1.0
+    assert config.label_smoothing == pytest.approx(0.1)
+    assert config.val_fraction == pytest.approx(0.1)
+    assert config.augment == AugmentConfig(rotation_deg=18.0, brightness=0.1, shift=0.05)
+    assert config.preprocess.bilateral_d == 2 and config.preprocess.scaling == "torch"
+
+
+def test_reference_vgg16_starts_at_a_step_it_can_learn_from_scratch():
+    assert PRESETS["reference"]("data/x", "vgg16").learning_rate == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"warmup_epochs": 20}, "warmup_epochs must be in"),
+    ({"min_learning_rate": 1e-2}, "min_learning_rate must be in"),
+    ({"label_smoothing": 0.5}, "label_smoothing must be in"),
+    ({"bilateral_d": -1}, "bilateral_d must be >= 0"),
+    ({"scaling": "imagenet"}, "scaling must be one of"),
+    ({"lr_schedule": "step"}, "unknown learning-rate schedule 'step'"),
+    ({"class_weight": "inverse"}, "unknown class weighting 'inverse'"),
+])
+def test_recipe_options_are_validated(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.reference("data/x", **changes)
+
+
+def test_recipe_options_reach_the_preprocessing_and_round_trip():
+    config = TrainConfig.reference("data/x", bilateral_d=0, scaling="unit",
+                                   class_weight="balanced", lr_schedule="plateau")
+    assert config.preprocess.bilateral_d == 0 and config.preprocess.scaling == "unit"
+    again = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config and again.class_weight is ClassWeight.BALANCED
 
 
 def test_demo_preset_is_small_and_needs_no_download():

@@ -1,4 +1,4 @@
-"""A killed training run resumes where it stopped; the mirrored strategy runs on 2 CPU devices.
+"""A killed run resumes where it stopped; mirrored (2 CPU devices) and multi-worker strategies.
 
 Both run training in a subprocess: one to be killed with SIGKILL, one to split the CPU into two
 logical devices before TensorFlow initialises.
@@ -16,6 +16,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import PROJECT_ROOT
@@ -32,7 +33,7 @@ def _env() -> dict[str, str]:
 
 
 def _train_cmd(data: Path, run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "brainedge.cli", "train", "--data", str(data),
+    return [sys.executable, "-m", "cli", "train", "--data", str(data),
             "--model", "vgg16", "--preset", "demo", "--image-size", "48",
             "--epochs", str(EPOCHS), "--batch-size", "4", "--precision", "float32",
             "--early-stopping-patience", "100", "--no-tensorboard", "--run-dir", str(run_dir)]
@@ -46,22 +47,26 @@ def _logged_epochs(run_dir: Path) -> list[int]:
         return [int(row["epoch"]) for row in csv.DictReader(fh)]
 
 
-def test_killed_run_resumes_from_its_last_epoch(phantom_data: Path, tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    proc = subprocess.Popen(_train_cmd(phantom_data, run_dir), env=_env(),
+def _kill_after_epochs(data: Path, run_dir: Path, epochs: int) -> list[int]:
+    proc = subprocess.Popen(_train_cmd(data, run_dir), env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     try:
-        while len(_logged_epochs(run_dir)) < 2:
+        while len(_logged_epochs(run_dir)) < epochs:
             assert proc.poll() is None, "training ended before it could be killed"
-            assert time.monotonic() < deadline, "no epoch finished within 300 s"
+            assert time.monotonic() < deadline, f"{epochs} epoch(s) did not finish in 300 s"
             time.sleep(0.02)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    before = _logged_epochs(run_dir)
     assert not (run_dir / "manifest.json").exists(), "the run finished before the kill"
     assert (run_dir / "backup").exists()
+    return _logged_epochs(run_dir)
+
+
+def test_killed_run_resumes_from_its_last_epoch(phantom_data: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    before = _kill_after_epochs(phantom_data, run_dir, 2)
 
     done = subprocess.run(_train_cmd(phantom_data, run_dir), env=_env(), capture_output=True,
                           text=True, timeout=600)
@@ -72,6 +77,25 @@ def test_killed_run_resumes_from_its_last_epoch(phantom_data: Path, tmp_path: Pa
     assert after[-1] == EPOCHS - 1
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["metrics"]["epochs_run"] == len(before) + len(after)
+    assert manifest["extra"]["finished_early"] is None
+    # The progress line counts one epoch's steps, also after the resume (not "912/912").
+    steps = {line.split("/")[0].split()[-1] for line in done.stdout.splitlines()
+             if " - loss:" in line}
+    assert len(steps) == 1, steps
+
+
+def test_finish_now_ends_an_interrupted_run_at_its_best_epoch(phantom_data: Path,
+                                                              tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    before = _kill_after_epochs(phantom_data, run_dir, 1)
+
+    done = subprocess.run([*_train_cmd(phantom_data, run_dir), "--finish-now"], env=_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _logged_epochs(run_dir) == before, "--finish-now trained more epochs"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["extra"]["finished_early"] == {"epochs_run": len(before),
+                                                   "epochs_planned": EPOCHS}
 
 
 MIRRORED_SCRIPT = textwrap.dedent("""
@@ -100,3 +124,44 @@ def test_mirrored_strategy_trains_on_two_logical_cpu_devices(
     manifest = json.loads((tmp_path / "mirrored" / "manifest.json").read_text())
     assert manifest["extra"]["replicas"] == 2
     assert manifest["extra"]["strategy"] == "mirrored"
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_strategy_trains_with_two_processes_on_loopback(
+    phantom_data: Path, tmp_path: Path
+) -> None:
+    from runtime.classifier import load_classifier
+
+    run_dir = tmp_path / "multi"
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    cmd = [sys.executable, "-m", "cli", "train", "--data", str(phantom_data), "--model",
+           "vgg16", "--preset", "demo", "--image-size", "32", "--epochs", "2",
+           "--batch-size", "4", "--precision", "float32", "--strategy", "multi-worker",
+           "--no-tensorboard", "--run-dir", str(run_dir)]
+    procs = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        procs.append(subprocess.Popen(cmd, env={**_env(), "TF_CONFIG": json.dumps(tf_config)},
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["extra"]["strategy"] == "multi-worker"
+    assert manifest["extra"]["replicas"] == 2  # one CPU replica in each of the two processes
+    assert manifest["metrics"]["epochs_run"] == 2
+    assert not list(run_dir.rglob("workertemp*")), "a worker's scratch files were left behind"
+    probs = load_classifier(run_dir).predict_batch(np.zeros((1, 32, 32, 3), np.float32))
+    assert probs.shape == (1, 4) and abs(float(probs.sum()) - 1.0) < 1e-4

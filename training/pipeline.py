@@ -9,6 +9,7 @@ serving cannot drift apart.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -142,7 +143,7 @@ def to_tf_dataset(
     seed: int,
 ):
     """Wrap ``iterate_batches`` as a repeatable tf.data pipeline (a new shuffle each epoch)."""
-    from training.tf_compat import tf
+    from brainedge.tf_compat import tf
 
     epochs = iter(range(1 << 30))
 
@@ -158,6 +159,10 @@ def to_tf_dataset(
             tf.TensorSpec((None, num_classes), tf.float32),
         ),
     )
+    # A known length: Keras shows "152/152" from the first epoch, and after a resume too (an
+    # unknown one made it count every batch since the process started: 912/912 at epoch 7).
+    dataset = dataset.apply(
+        tf.data.experimental.assert_cardinality(math.ceil(len(data) / batch_size)))
     options = tf.data.Options()
     # A generator cannot be sharded by file; multi-worker training shards its batches instead.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

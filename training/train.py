@@ -22,6 +22,7 @@ import logging
 import math
 import platform
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,8 @@ from brainedge.manifest import (
     write_json,
     write_manifest,
 )
-from training.config import Precision, TrainConfig
+from brainedge.tf_compat import keras, tf
+from training.config import ClassWeight, LRSchedule, Precision, TrainConfig
 from training.data import DatasetIndex, scan_dataset, stratified_split
 from training.pipeline import (
     PreparedSet,
@@ -48,7 +50,7 @@ from training.pipeline import (
     predict_prepared,
     to_tf_dataset,
 )
-from training.tf_compat import keras, tf
+from training.schedules import WarmupCosine
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +128,12 @@ def _best_so_far(csv_path: Path, monitor: str) -> float | None:
     return max(values) if values else None
 
 
-def _callbacks(run_dir: Path, config: TrainConfig, phase: str) -> list[keras.callbacks.Callback]:
+def _callbacks(run_dir: Path, config: TrainConfig, phase: str,
+               chief: bool = True) -> list[keras.callbacks.Callback]:
     csv_path = run_dir / "training_log.csv"
+    # Keras's own checkpoint callbacks send a non-chief worker's writes to a temporary folder;
+    # the CSV log and TensorBoard do not, so only the chief keeps them.
+    log_path = csv_path if chief else Path(tempfile.mkdtemp(prefix="brainedge-worker-")) / "log.csv"
     callbacks: list[keras.callbacks.Callback] = [
         EpochTimer(),
         keras.callbacks.BackupAndRestore(str(run_dir / "backup" / phase)),
@@ -139,31 +145,53 @@ def _callbacks(run_dir: Path, config: TrainConfig, phase: str) -> list[keras.cal
         keras.callbacks.EarlyStopping(
             monitor="val_accuracy", mode="max", patience=config.early_stopping_patience
         ),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.3, patience=config.reduce_lr_patience, min_lr=1e-7
-        ),
-        keras.callbacks.CSVLogger(str(csv_path), append=True),
+        keras.callbacks.CSVLogger(str(log_path), append=True),
     ]
-    if config.tensorboard:
+    # A cosine schedule owns the learning rate; cutting it on a plateau would fight it.
+    if config.lr_schedule is LRSchedule.PLATEAU or phase != "head":
+        callbacks.insert(4, keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.3, patience=config.reduce_lr_patience, min_lr=1e-7))
+    if config.tensorboard and chief:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard" / phase)))
     return callbacks
 
 
-def _fit_phase(model, train_ds, val_ds, run_dir, config, phase, epochs, initial_epoch, lr):
+def _learning_rate(config: TrainConfig, phase: str, lr: float, steps_per_epoch: int) -> Any:
+    if phase != "head" or config.lr_schedule is LRSchedule.PLATEAU:
+        return lr
+    return WarmupCosine(peak=lr, warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+                        total_steps=config.epochs * steps_per_epoch,
+                        floor=config.min_learning_rate)
+
+
+def class_weights(labels: np.ndarray, n_classes: int, mode: ClassWeight) -> dict[int, float] | None:
+    """``balanced``: n / (k * n_c), so each class adds the same total weight to the loss."""
+    if mode is ClassWeight.NONE:
+        return None
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    return {c: float(len(labels) / (n_classes * counts[c])) for c in range(n_classes)
+            if counts[c] > 0}
+
+
+def _fit_phase(model, train_ds, val_ds, run_dir, config, phase, epochs, initial_epoch, lr,
+               steps_per_epoch: int, weights: dict[int, float] | None, chief: bool = True):
     marker = run_dir / f"{phase}.done"
     if marker.exists():
         log.info("phase %s already finished; skipping it", phase)
         return
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=lr),
-        loss="categorical_crossentropy",
+        optimizer=keras.optimizers.Adam(
+            learning_rate=_learning_rate(config, phase, lr, steps_per_epoch)),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
     model.fit(
         train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-        callbacks=_callbacks(run_dir, config, phase),
+        callbacks=_callbacks(run_dir, config, phase, chief), class_weight=weights,
         verbose=keras_verbosity(),
     )
+    if not chief:
+        return
     # The epoch count at the end of the phase: where a resumed fine-tuning phase starts.
     marker.write_text(f"{len(_read_history(run_dir / 'training_log.csv'))}\n")
 
@@ -209,29 +237,42 @@ def _save_model(model: keras.Model, run_dir: Path) -> None:
     staging.rename(run_dir / SAVED_MODEL_DIR)
 
 
-def train(config: TrainConfig, run_dir: Path, overwrite: bool = False) -> TrainResult:
-    from training.hardware import make_strategy, set_precision
+def train(config: TrainConfig, run_dir: Path, overwrite: bool = False,
+          finish_now: bool = False) -> TrainResult:
+    """Train (or resume) a run; ``finish_now`` ends an interrupted run at its best checkpoint.
+
+    ``finish_now`` is for when the remaining epochs cannot be afforded: the run is finished
+    from the best epoch so far, and its manifest records how many epochs of the configured
+    schedule actually ran, so nobody mistakes it for the full recipe.
+    """
+    from training.hardware import configure_threads, is_chief, make_strategy, set_precision
     from training.models import build_model, unfreeze_top
 
     run_dir = Path(run_dir)
     index = scan_dataset(Path(config.data), seed=config.seed)
     n_classes = len(index.class_names)
+    configure_threads()
     keras.utils.set_random_seed(config.seed)
     precision = set_precision(config.precision)
     strategy = make_strategy(config.strategy)
     with strategy.scope():
         # Built before the run folder exists: unavailable weights fail without leaving one.
         model = build_model(config, n_classes)
-    prepare_run_dir(run_dir, config, overwrite)
+    # Every worker of a multi-worker job trains; only the chief writes the run folder, which
+    # must be on a filesystem all workers share for a resume (BackupAndRestore reads it).
+    chief = is_chief()
+    if chief:
+        prepare_run_dir(run_dir, config, overwrite)
 
     train_samples, val_samples = _split(index, config)
     spec = config.preprocess
     train_set = load_prepared(train_samples, spec, progress=log_progress("training images"))
     val_set = load_prepared(val_samples, spec, progress=log_progress("validation images"))
-    write_json(run_dir / "split.json", {
-        "train": list(train_set.paths), "val": list(val_set.paths),
-        "skipped": [list(s) for s in train_set.skipped + val_set.skipped],
-    })
+    if chief:
+        write_json(run_dir / "split.json", {
+            "train": list(train_set.paths), "val": list(val_set.paths),
+            "skipped": [list(s) for s in train_set.skipped + val_set.skipped],
+        })
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
     train_ds = to_tf_dataset(train_set, spec, n_classes, global_batch, config.augment, config.seed)
@@ -239,25 +280,38 @@ def train(config: TrainConfig, run_dir: Path, overwrite: bool = False) -> TrainR
     log.info("training %s on %d images, validating on %d (%d replica(s), %s)",
              config.arch.value, len(train_set), len(val_set), replicas, precision.value)
 
+    steps = math.ceil(len(train_set) / global_batch)
+    weights = class_weights(train_set.labels, n_classes, config.class_weight)
+    if finish_now:
+        if not (run_dir / BEST_WEIGHTS).is_file():
+            raise RunDirError(f"{run_dir} has no finished epoch yet; nothing to finish from")
+        log.warning("finishing %s now, at its best checkpoint, without the remaining epochs",
+                    run_dir)
     with strategy.scope():
-        _fit_phase(model, train_ds, val_ds, run_dir, config, "head", config.epochs, 0,
-                   config.learning_rate)
-        if config.fine_tune_epochs and config.frozen_base:
+        if not finish_now:
+            _fit_phase(model, train_ds, val_ds, run_dir, config, "head", config.epochs, 0,
+                       config.learning_rate, steps, weights, chief)
+        if config.fine_tune_epochs and config.frozen_base and not finish_now:
             _copy_weights(_load_best(run_dir, config, n_classes), model)
             n = unfreeze_top(model, config.fine_tune_layers)
             log.info("fine-tuning the top %d backbone layers", n)
             done = int((run_dir / "head.done").read_text())
             _fit_phase(model, train_ds, val_ds, run_dir, config, "finetune",
-                       done + config.fine_tune_epochs, done, config.fine_tune_learning_rate)
+                       done + config.fine_tune_epochs, done, config.fine_tune_learning_rate,
+                       steps, weights, chief)
 
+    if not chief:
+        log.info("worker done; the chief writes %s", run_dir)
+        return TrainResult(run_dir, math.nan, config.epochs, math.nan, precision.value, replicas)
     # What optimize/ and the runtimes start from: the best epoch, in float32.
     keras.mixed_precision.set_global_policy("float32")
     final = _load_best(run_dir, config, n_classes)
-    return _finish(run_dir, config, index, final, val_set, precision, replicas)
+    return _finish(run_dir, config, index, final, val_set, precision, replicas, finish_now)
 
 
 def _finish(run_dir: Path, config: TrainConfig, index: DatasetIndex, model: keras.Model,
-            val_set: PreparedSet, precision: Precision, replicas: int) -> TrainResult:
+            val_set: PreparedSet, precision: Precision, replicas: int,
+            finished_early: bool = False) -> TrainResult:
     spec = config.preprocess
     probs = predict_prepared(model.predict_on_batch, val_set, spec, len(index.class_names), 64)
     val_accuracy = float(np.mean(probs.argmax(1) == val_set.labels))
@@ -289,6 +343,8 @@ def _finish(run_dir: Path, config: TrainConfig, index: DatasetIndex, model: kera
             "params": int(model.count_params()),
         },
         extra={
+            "finished_early": {"epochs_run": len(history), "epochs_planned": config.epochs}
+            if finished_early else None,
             "training_precision": precision.value,
             "strategy": config.strategy.value,
             "replicas": replicas,
