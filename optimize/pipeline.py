@@ -257,9 +257,10 @@ def _summarize(out_dir: Path, parent: Parent, results: list[ArtifactResult],
     from training.reports import markdown_table
 
     results = sorted(results, key=lambda r: ALL_VARIANTS.index(r.variant))
+    records = [r.row() for r in results]  # summary.json keeps bytes; the table shows MB
     rows = []
-    for r in results:
-        row = r.row()
+    for record in records:
+        row = dict(record)
         for key in ("size_bytes", "gzip_bytes"):
             if row.get(key) is not None:
                 row[key] = row[key] / 1e6
@@ -288,5 +289,5 @@ def _summarize(out_dir: Path, parent: Parent, results: list[ArtifactResult],
     markdown = "\n".join(lines).rstrip() + "\n"
     with atomic_path(out_dir / "summary.md") as tmp:
         tmp.write_text(markdown)
-    write_json(out_dir / "summary.json", {"run_dir": str(parent.run_dir), "variants": rows})
+    write_json(out_dir / "summary.json", {"run_dir": str(parent.run_dir), "variants": records})
     return markdown

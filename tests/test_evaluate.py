@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from brainedge.cli import main
+from cli.main import main
 
 pytestmark = pytest.mark.tf
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from brainedge.cli import main
 from brainedge.errors import CalibrationError, RunDirError
 from brainedge.manifest import load_manifest
+from cli.main import main
 from tests.conftest import OPTIMIZED_VARIANTS
 
 pytestmark = pytest.mark.tf
@@ -73,6 +73,9 @@ def test_clustered_variant_keeps_the_sparsity_and_deflates_further(optimized: Pa
 def test_summary_lists_every_variant_in_markdown_and_json(optimized: Path) -> None:
     rows = json.loads((optimized / "summary.json").read_text())["variants"]
     assert [r["variant"] for r in rows] == VARIANTS
+    # Bytes in the JSON (as in each manifest), MB only in the Markdown table.
+    for row in rows:
+        assert row["size_bytes"] == load_manifest(optimized / row["variant"]).metrics["size_bytes"]
     markdown = (optimized / "summary.md").read_text()
     for name in VARIANTS:
         assert f"| {name} |" in markdown
@@ -96,13 +99,13 @@ def test_a_later_run_adds_its_variant_and_keeps_intact_earlier_ones_listed(
     # Its size ratio is against the earlier float32 TFLite file, as in a full run.
     fp32 = load_manifest(out / "tflite-fp32").metrics["size_bytes"]
     assert rows["tflite-fp16"]["size_ratio"] == pytest.approx(
-        rows["tflite-fp16"]["size_bytes"] * 1e6 / fp32)
+        rows["tflite-fp16"]["size_bytes"] / fp32)
 
 
 def _sabotage_tflite(monkeypatch) -> None:
     """Convert a copy whose classifier is negated: the artifact disagrees with its parent."""
+    from brainedge.tf_compat import keras
     from optimize import convert
-    from training.tf_compat import keras
 
     real = convert.to_tflite
 

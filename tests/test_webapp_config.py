@@ -49,8 +49,31 @@ def test_a_default_artifact_path_alone_is_served() -> None:
         Path("runs/x/tflite-int8"),)
 
 
+@pytest.fixture
+def nothing_shipped(monkeypatch, tmp_path):
+    """An install whose shipped-models folder is empty."""
+    import runtime.shipped
+
+    monkeypatch.setattr(runtime.shipped, "shipped_root", lambda: tmp_path)
+    return tmp_path
+
+
+def test_with_no_artifact_configured_the_shipped_densenet121_is_served(monkeypatch,
+                                                                       tmp_path) -> None:
+    import runtime.shipped
+
+    (tmp_path / "densenet121").mkdir()
+    (tmp_path / "densenet121" / "manifest.json").write_text("{}")
+    monkeypatch.setattr(runtime.shipped, "shipped_root", lambda: tmp_path)
+    assert ServeConfig(()).artifacts == (tmp_path / "densenet121",)
+
+
+def test_with_nothing_configured_or_shipped_it_says_what_to_set(nothing_shipped) -> None:
+    with pytest.raises(ConfigError, match="no artifact to serve: set BRAINEDGE_ARTIFACTS"):
+        ServeConfig(())
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"artifacts": ()}, "no artifact to serve"),
     ({"artifacts": ("a", "a")}, "listed twice"),
     ({"max_upload_bytes": 0}, "max_upload_bytes must be an integer from 1024"),
     ({"threads": 0}, "threads must be an integer from 1"),
@@ -297,14 +320,14 @@ def test_dev_serving_is_flasks_server_without_request_line_logging(artifact, sta
     assert app.config["SECRET_KEY"] == SECRET
 
 
-# --- brainedge serve (once wired into brainedge/cli.py) ---------------------------------------
+# --- brainedge serve (cli/serve.py) ---------------------------------------------------
 
 @pytest.fixture
 def serve_command() -> Any:
-    from brainedge.cli import main
+    from cli.main import main
 
     if "serve" not in main.commands:
-        pytest.skip("`brainedge serve` is not wired into brainedge/cli.py yet")
+        pytest.skip("`brainedge serve` is not wired into cli/main.py")
     return main
 
 
@@ -334,7 +357,8 @@ def test_brainedge_serve_passes_options_over_the_environment_to_run_server(
     assert kwargs == {"host": "127.0.0.1", "port": 9000, "workers": None, "dev": True}
 
 
-def test_brainedge_serve_without_artifacts_is_a_one_line_error(serve_command) -> None:
+def test_brainedge_serve_without_artifacts_is_a_one_line_error(serve_command,
+                                                              nothing_shipped) -> None:
     from click.testing import CliRunner
 
     result = CliRunner().invoke(serve_command, ["serve"], env={"BRAINEDGE_ARTIFACTS": ""})

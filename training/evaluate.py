@@ -56,13 +56,30 @@ class EvalReport:
 
 
 def evaluate_run(config: EvalConfig) -> EvalReport:
-    from training.train import load_trained
+    """Evaluate a run folder (its Keras model) or an artifact folder (in its own runtime)."""
+    from brainedge.manifest import load_manifest
 
-    model, manifest = load_trained(config.run_dir)
-    train_config = read_json(Path(config.run_dir) / "config.json")
-    root = Path(config.data or manifest.extra.get("dataset_root", ""))
+    manifest = load_manifest(config.run_dir)
+    if manifest.format == "keras":
+        from training.train import load_trained
+
+        model, manifest = load_trained(config.run_dir)
+        predict, run_dir = model.predict_on_batch, Path(config.run_dir)
+    else:
+        from runtime.classifier import load_classifier
+
+        classifier = load_classifier(config.run_dir)
+        predict, run_dir = classifier.predict_batch, Path(manifest.parent or "")
+    # A shipped artifact's parent run may be on another machine: then --data names the dataset.
+    parent_config = run_dir / "config.json"
+    train_config = read_json(parent_config) if parent_config.is_file() else {}
+    data = config.data or manifest.extra.get("dataset_root") or train_config.get("data")
+    if not data:
+        raise DatasetError(f"{config.run_dir}: no parent run to read the dataset from; "
+                           "pass --data with the dataset folder")
+    root = Path(data)
     # The same seed as training: a carved test split must be the one training never saw.
-    index = scan_dataset(root, seed=train_config["seed"])
+    index = scan_dataset(root, seed=train_config.get("seed", 0))
     if index.class_names != manifest.class_names:
         raise DatasetError(
             f"{root} has classes {list(index.class_names)} but the model was trained on "
@@ -70,8 +87,7 @@ def evaluate_run(config: EvalConfig) -> EvalReport:
         )
     spec = PreprocessSpec.from_dict(manifest.preprocessing)
     test = load_prepared(index.test, spec, progress=log_progress("test images"))
-    probs = predict_prepared(model.predict_on_batch, test, spec, len(index.class_names),
-                             config.batch_size)
+    probs = predict_prepared(predict, test, spec, len(index.class_names), config.batch_size)
 
     subsets = {"full test": np.ones(len(test), dtype=bool)}
     if config.clean_list:

@@ -46,6 +46,7 @@ def classification_metrics(
     )
     auc, auc_reason = _roc_auc_ovr_macro(y, p, class_names)
     lo, hi = bootstrap_accuracy_ci(correct, n_bootstrap=n_bootstrap, seed=seed)
+    recall_ci, ece_ci = bootstrap_recall_and_ece_ci(y, p, n_bootstrap=n_bootstrap, seed=seed)
     return {
         "n": int(y.size),
         "accuracy": float(correct.mean()),
@@ -56,6 +57,7 @@ def classification_metrics(
             str(name): {
                 "precision": float(precision[i]),
                 "recall": float(recall[i]),
+                "recall_ci95": recall_ci[i],
                 "f1": float(f1[i]),
                 "support": int(support[i]),
             }
@@ -64,6 +66,7 @@ def classification_metrics(
         "roc_auc_ovr_macro": auc,
         "roc_auc_ovr_macro_reason": auc_reason,
         "ece": expected_calibration_error(y, p, n_bins=ECE_BINS),
+        "ece_ci95": ece_ci,
         "ece_n_bins": ECE_BINS,
         "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist(),
         "class_names": [str(name) for name in class_names],
@@ -112,6 +115,33 @@ def bootstrap_accuracy_ci(
         means[start:stop] = hits[idx].mean(axis=1)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
+
+
+def bootstrap_recall_and_ece_ci(
+    y: np.ndarray, probs: np.ndarray, n_bootstrap: int, seed: int, alpha: float = 0.05
+) -> tuple[list[list[float] | None], list[float]]:
+    """Percentile-bootstrap intervals of each class's recall and of the ECE, resampling images.
+
+    A class absent from a resample contributes nothing to that resample's recall; a class with
+    no true sample at all gets ``None``.
+    """
+    y, p = _validate(y, probs)
+    rng = np.random.default_rng(seed + 1)  # not the accuracy CI's resamples, independent ones
+    k, n = p.shape[1], y.size
+    hit = (p.argmax(axis=1) == y)
+    recalls: list[list[float]] = [[] for _ in range(k)]
+    eces = np.empty(n_bootstrap)
+    for b in range(n_bootstrap):
+        idx = rng.integers(0, n, size=n)
+        yb, hb = y[idx], hit[idx]
+        for c in range(k):
+            members = yb == c
+            if members.any():
+                recalls[c].append(float(hb[members].mean()))
+        eces[b] = expected_calibration_error(yb, p[idx], n_bins=ECE_BINS)
+    q = [alpha / 2, 1 - alpha / 2]
+    recall_ci = [[float(v) for v in np.quantile(r, q)] if r else None for r in recalls]
+    return recall_ci, [float(v) for v in np.quantile(eces, q)]
 
 
 def _macro_f1(f1: np.ndarray, support: np.ndarray, pred: np.ndarray, k: int) -> float:

@@ -74,6 +74,7 @@ def _summary_table(results: Mapping[str, Mapping[str, Any]]) -> str:
             "macro_f1": m.get("macro_f1"),
             "auc": m.get("roc_auc_ovr_macro"),
             "ece": m.get("ece"),
+            "ece_ci": m.get("ece_ci95"),
         }
         for subset, m in results.items()
     ]
@@ -85,6 +86,7 @@ def _summary_table(results: Mapping[str, Mapping[str, Any]]) -> str:
         ("macro_f1", "Macro-F1"),
         ("auc", "ROC-AUC (OvR macro)"),
         ("ece", "ECE"),
+        ("ece_ci", "ECE 95% CI"),
     ]
     return markdown_table(rows, columns)
 
@@ -117,6 +119,7 @@ def _per_class_table(metrics: Mapping[str, Any]) -> str:
         ("class", "Class"),
         ("precision", "Precision"),
         ("recall", "Recall"),
+        ("recall_ci95", "Recall 95% CI"),
         ("f1", "F1"),
         ("support", "Support"),
     ]

@@ -36,6 +36,7 @@ ENV_FIELDS = {
     "BRAINEDGE_API_TOKEN": "api_token",
     "BRAINEDGE_SECRET_KEY": "secret_key",
     "BRAINEDGE_GRADCAM": "gradcam",
+    "BRAINEDGE_ALLOW_FAILED_GATE": "allow_failed_gate",
 }
 FILE_KEYS = frozenset(ENV_FIELDS.values())
 
@@ -51,7 +52,9 @@ class ServeConfig:
     session cookie that carries the form's CSRF token [default: random per start].
     ``gradcam``: add a Grad-CAM heat map computed by the float32 Keras model of each artifact's
     parent training run, where that run is on the server; needs TensorFlow (brainedge[train])
-    [default: off]."""
+    [default: off]. ``allow_failed_gate``: serve an artifact whose manifest records that it
+    failed its parity gate (brainedge optimize), with a warning beside every answer; without
+    it such an artifact stops the server from starting [default: off]."""
 
     artifacts: tuple[Path, ...]
     default_artifact: str | None = None
@@ -61,15 +64,14 @@ class ServeConfig:
     api_token: str | None = field(default=None, repr=False)
     secret_key: str | None = field(default=None, repr=False)
     gradcam: bool = False
+    allow_failed_gate: bool = False
 
     def __post_init__(self) -> None:
         artifacts = tuple(Path(p) for p in self.artifacts)
         if not artifacts and self.default_artifact:
             artifacts = (Path(self.default_artifact),)
         if not artifacts:
-            raise ConfigError("no artifact to serve: set BRAINEDGE_ARTIFACTS (or pass --artifact) "
-                              "to a folder made by brainedge optimize, e.g. "
-                              "runs/densenet121/optimized/tflite-int8")
+            artifacts = (_shipped_default(),)
         if len(set(artifacts)) != len(artifacts):
             raise ConfigError(f"an artifact is listed twice in {[str(p) for p in artifacts]}")
         object.__setattr__(self, "artifacts", artifacts)
@@ -79,8 +81,9 @@ class ServeConfig:
         _check_int("concurrency", self.concurrency, 1, 256)
         for name in ("api_token", "secret_key"):
             _check_secret(name, getattr(self, name))
-        if not isinstance(self.gradcam, bool):
-            raise ConfigError(f"gradcam must be true or false, got {self.gradcam!r}")
+        for name in ("gradcam", "allow_failed_gate"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     @property
     def max_upload_mb(self) -> float:
@@ -105,8 +108,9 @@ class ServeConfig:
         for key in ("threads", "concurrency"):
             if values.get(key) is not None:
                 kwargs[key] = _integer(values[key], key, origin)
-        if values.get("gradcam") is not None:
-            kwargs["gradcam"] = _boolean(values["gradcam"], "gradcam", origin)
+        for key in ("gradcam", "allow_failed_gate"):
+            if values.get(key) is not None:
+                kwargs[key] = _boolean(values[key], key, origin)
         return cls(**kwargs)
 
     @classmethod
@@ -230,3 +234,15 @@ def _check_secret(name: str, value: str | None) -> None:
     if len(value) < MIN_SECRET_CHARS or any(c.isspace() for c in value):
         raise ConfigError(f"{name} must be at least {MIN_SECRET_CHARS} characters without "
                           f"spaces; generate one with: {MAKE_SECRET}")
+
+
+def _shipped_default() -> Path:
+    """With nothing configured, the shipped DenseNet121 answers (never a phantom-trained run)."""
+    from brainedge.errors import ModelLoadError
+    from runtime.shipped import default_artifact
+
+    try:
+        return default_artifact()
+    except ModelLoadError as exc:
+        raise ConfigError(f"no artifact to serve: set BRAINEDGE_ARTIFACTS (or pass --artifact) "
+                          f"to a folder made by brainedge optimize ({exc})") from exc
