@@ -691,3 +691,36 @@ def test_with_two_keras_rows_flagged_baseline_the_fp32_one_is_the_reference(tmp_
     assert find_row(table, variant="keras-fp32")["e2e speed-up"] == "1.00x (baseline)"
     assert find_row(table, variant="pruned-keras-fp32")["e2e speed-up"] == f"{50 / 45:.2f}x"
     assert find_row(table, variant="tflite-int8")["e2e speed-up"] == "5.00x"
+
+
+def with_stages(row: dict[str, Any], means: dict[str, float]) -> dict[str, Any]:
+    total = sum(means.values())
+    row["e2e_stages_ms"] = {stage: {"p50": mean, "mean": mean, "share": mean / total}
+                            for stage, mean in means.items()}
+    return row
+
+
+STAGE_MEANS = {"decode": 0.4, "checks": 0.2, "preprocess": 0.4, "inference": 3.0}
+
+
+def test_stage_table_gives_each_stages_mean_and_share_of_the_request(tmp_path):
+    d = "densenet121"
+    doc = run_doc("x86-2c", [with_stages(result(d, "tflite-int8", 1, e2e=4.1), STAGE_MEANS),
+                             result(d, "onnx-fp32", 1)],  # a run from before stages: no row
+                  overhead_p50=0.05, gpu={"measured": False, "reason": "none"})
+    md = write_report([write_json(tmp_path / "run.json", doc)], tmp_path / "out").read_text()
+    rows = table_after(md, "Where an e2e request's time goes (densenet121, CPU):")
+    assert [r["variant"] for r in rows] == ["tflite-int8"]
+    total = sum(STAGE_MEANS.values())
+    for stage, mean in STAGE_MEANS.items():
+        assert rows[0][f"{stage} ms (share)"] == f"{mean:.3f} ({mean / total:.0%})"
+    assert "out-of-distribution checks" in md  # the notes say e2e includes the checks
+
+
+def test_an_emulated_run_shows_no_stage_timings(tmp_path):
+    doc = run_doc("pi5-qemu", [with_stages(result("densenet121", "tflite-int8", 1),
+                                           STAGE_MEANS)],
+                  overhead_p50=0.05, gpu={"measured": False, "reason": "none"})
+    doc["device"].update(emulated=True, emulation=["qemu-aarch64 binfmt handler"])
+    md = write_report([write_json(tmp_path / "run.json", doc)], tmp_path / "out").read_text()
+    assert "Where an e2e request's time goes" not in md

@@ -1,0 +1,394 @@
+"""brainedge results: the README's tables regenerated from small fake run folders and bench JSON,
+checked against numbers computed here from those inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from benchmarks.results import ResultsConfig, write_results
+from brainedge.errors import ConfigError
+from cli.results import results, spread_option
+from tests.test_bench_report import table_after, write_json, x86_doc
+
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
+PAGES = ("summary.md", "audit.md", "training.md", "evaluation.md", "optimize.md", "bench.md")
+
+
+# --------------------------------------------------------------------------------------------
+# Fake inputs, shaped like what train, evaluate, optimize and bench write
+
+
+def subset_metrics(n: int, accuracy: float, recalls: list[float]) -> dict[str, Any]:
+    return {
+        "n": n, "accuracy": accuracy, "accuracy_ci95": [accuracy - 0.02, accuracy + 0.015],
+        "n_bootstrap": 1000, "macro_f1": accuracy - 0.004,
+        "per_class": {
+            name: {"precision": 0.9, "recall": r, "recall_ci95": [r - 0.03, r + 0.02],
+                   "f1": 0.9, "support": n // 4}
+            for name, r in zip(CLASSES, recalls, strict=True)
+        },
+        "roc_auc_ovr_macro": 0.993, "roc_auc_ovr_macro_reason": None,
+        "ece": 0.018, "ece_ci95": [0.012, 0.025], "ece_n_bins": 15,
+    }
+
+
+def fake_run(root: Path, model: str, *, accuracy: float, evaluated: bool = True,
+             clean: bool = True, optimized: bool = True) -> Path:
+    run = root / model
+    config = {"data": "../shared/datasets/brain-tumor-mri", "arch": model, "image_size": 150,
+              "epochs": 20, "batch_size": 32, "learning_rate": 0.001, "weights": "none",
+              "fine_tune_epochs": 0, "val_fraction": 0.1, "seed": 42,
+              "augment": {"rotation_deg": 18.0, "brightness": 0.1, "shift": 0.05,
+                          "hflip": True, "vflip": False},
+              "lr_schedule": "cosine", "warmup_epochs": 1.0, "min_learning_rate": 1e-06,
+              "label_smoothing": 0.1, "class_weight": "none"}
+    write_json(run / "config.json", config)
+    write_json(run / "history.json",
+               [{"epoch": e, "val_accuracy": 0.5 + e / 40, "epoch_seconds": 170.0 + e}
+                for e in range(20)])
+    write_json(run / "manifest.json", {
+        "model": model, "format": "keras", "precision": "float32",
+        "metrics": {"val_accuracy": accuracy - 0.01, "val_images": 571, "epochs_run": 20,
+                    "seconds_per_epoch": 184.5, "params": 7_037_504},
+        "extra": {"training_precision": "mixed_bfloat16", "host": "box-2c"},
+    })
+    if evaluated:
+        results = {"full test": subset_metrics(1311, accuracy, [0.97, 0.83, 0.99, 0.96])}
+        if clean:
+            results["leakage-free test"] = subset_metrics(815, accuracy + 0.003,
+                                                          [0.96, 0.85, 0.92, 0.97])
+        write_json(run / "eval" / "metrics.json", {"model": model, "results": results})
+    if optimized:
+        write_json(run / "optimized" / "summary.json", {"run_dir": str(run), "variants": [
+            {"variant": "tflite-fp32", "size_bytes": 28_200_000, "gzip_bytes": 26_100_000,
+             "size_ratio": 1.0, "sparsity": 0.0, "val_accuracy": accuracy - 0.01,
+             "val_drop": 0.0, "val_agreement": 1.0, "tolerance": 0.01, "status": "passed"},
+            {"variant": "tflite-int8", "size_bytes": 7_600_000, "gzip_bytes": 7_100_000,
+             "size_ratio": 0.27, "sparsity": 0.0, "val_accuracy": accuracy - 0.024,
+             "val_drop": 0.014, "val_agreement": 0.97, "tolerance": 0.01, "status": "failed"},
+            {"variant": "onnx-int8", "status": "error", "error": "tf2onnx crashed"},
+        ]})
+    return run
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> tuple[list[Path], Path]:
+    runs = [fake_run(tmp_path / "runs", "densenet121", accuracy=0.931),
+            fake_run(tmp_path / "runs", "vgg16", accuracy=0.871)]
+    bench = tmp_path / "bench"
+    write_json(bench / "x86.json", x86_doc())
+    audit = bench.parent / "audit"
+    audit.mkdir()
+    (audit / "audit.md").write_text("# Duplicate and leakage audit\n\n479 of 1311 leak\n")
+    return runs, bench
+
+
+def generate(runs: list[Path], bench: Path, out: Path, strict: bool = False) -> dict[str, str]:
+    write_results(ResultsConfig(runs=tuple(runs), bench=bench, out=out, strict=strict,
+                                audit=bench.parent / "audit"))
+    return {name: (out / name).read_text(encoding="utf-8") for name in PAGES}
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def header(md: str) -> str:
+    """The provenance block a page starts with, up to the first blank line."""
+    return md.split("\n\n", 1)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Table contents
+
+
+def test_summary_accuracy_row_comes_from_the_evaluation_json(inputs, tmp_path):
+    runs, _ = inputs
+    bench = tmp_path / "no-bench"  # no plots to draw: this test reads other pages
+    md = generate(runs, bench, tmp_path / "out")["summary.md"]
+    evaluation = json.loads((runs[0] / "eval" / "metrics.json").read_text())["results"]
+    full, clean = evaluation["full test"], evaluation["leakage-free test"]
+
+    rows = {r["Model"]: r for r in table_after(md, "## Accuracy")}
+    assert list(rows) == ["densenet121", "vgg16"]  # the order of --runs
+    row = rows["densenet121"]
+    lo, hi = full["accuracy_ci95"]
+    assert row["Test acc. [95% CI]"] == f"{full['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]"
+    assert row["Test acc. [95% CI]"].startswith("0.931 ")
+    assert row["Test n"] == "1311" and row["Leak-free n"] == "815"
+    lo, hi = clean["accuracy_ci95"]
+    assert row["Leak-free acc. [95% CI]"] == f"{clean['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]"
+    assert row["Macro-F1 (full / leak-free)"] == (
+        f"{full['macro_f1']:.3f} / {clean['macro_f1']:.3f}")
+    # meningioma has the lowest recall of the full split (0.83)
+    assert row["Lowest recall (full)"].startswith("meningioma 0.830 [0.800, 0.850]")
+    assert (row["Epochs"], row["s/epoch"]) == ("20", "184.5")
+
+
+def test_training_table_has_recipe_epochs_val_accuracy_and_time(inputs, tmp_path):
+    runs, _ = inputs
+    bench = tmp_path / "no-bench"  # no plots to draw: this test reads other pages
+    md = generate(runs, bench, tmp_path / "out")["training.md"]
+    history = json.loads((runs[1] / "history.json").read_text())
+
+    row = {r["Model"]: r for r in table_after(md, "# Training")}["vgg16"]
+    assert row["Run"] == runs[1].as_posix()
+    assert row["Epochs"] == "20 of 20"
+    assert row["Best val. acc."] == f"{0.871 - 0.01:.3f}"
+    assert row["s/epoch"] == "184.5"
+    assert row["Training min"] == f"{sum(h['epoch_seconds'] for h in history) / 60:.1f}"
+    assert row["Precision"] == "mixed_bfloat16"
+    for part in ("150 px", "from scratch", "lr 0.001 cosine to 1e-06 after 1 warm-up",
+                 "label smoothing 0.1", "20 epochs, batch 32", "rotation ±18°", "h-flip",
+                 "val 10%", "seed 42"):
+        assert part in row["Recipe"], part
+    assert "v-flip" not in row["Recipe"]
+    recipe = {r["config.json"]: r for r in table_after(md, "## Recipe")}
+    assert recipe["augment.rotation_deg"][runs[1].as_posix()] == "18"
+    assert recipe["min_learning_rate"][runs[0].as_posix()] == "1e-06"
+    assert recipe["arch"][runs[1].as_posix()] == "vgg16"
+
+
+def test_evaluation_tables_hold_both_subsets_and_recall_per_class(inputs, tmp_path):
+    runs, _ = inputs
+    bench = tmp_path / "no-bench"  # no plots to draw: this test reads other pages
+    md = generate(runs, bench, tmp_path / "out")["evaluation.md"]
+
+    table = table_after(md, "# Evaluation")
+    assert [(r["Model"], r["Test subset"], r["n"]) for r in table] == [
+        ("densenet121", "full test", "1311"), ("densenet121", "leakage-free", "815"),
+        ("vgg16", "full test", "1311"), ("vgg16", "leakage-free", "815")]
+    assert table[3]["Accuracy"] == f"{0.871 + 0.003:.3f}"
+    assert table[0]["ECE"] == "0.018" and table[0]["ECE 95% CI"] == "[0.012, 0.025]"
+    recall = table_after(md, "## Recall per class")
+    assert list(recall[0])[2:] == list(CLASSES)
+    assert recall[1]["notumor"] == "0.920 [0.890, 0.940] (n=203)"
+    assert "Missing inputs" not in md
+
+
+def test_optimize_table_gives_sizes_drops_in_points_gates_and_build_errors(inputs, tmp_path):
+    runs, _ = inputs
+    bench = tmp_path / "no-bench"  # no plots to draw: this test reads other pages
+    md = generate(runs, bench, tmp_path / "out")["optimize.md"]
+
+    heading = f"## densenet121 (`{runs[0].as_posix()}/optimized/summary.json`)"
+    rows = {r["Variant"]: r for r in table_after(md, heading)}
+    assert list(rows) == ["tflite-fp32", "tflite-int8", "onnx-int8"]
+    int8 = rows["tflite-int8"]
+    assert (int8["Size MB"], int8["gzip MB"], int8["vs TFLite FP32"]) == ("7.60", "7.10", "0.27")
+    assert (int8["Val. drop (pts)"], int8["Tolerance (pts)"], int8["Gate"]) == (
+        "1.40", "1.00", "failed")
+    assert "- `onnx-int8` could not be built: tf2onnx crashed" in md
+    summary = generate(runs, bench, tmp_path / "out")["summary.md"]
+    edge = {r["Model"]: r for r in table_after(summary, "## Edge variant (tflite-int8)")}
+    assert (edge["vgg16"]["Size MB"], edge["vgg16"]["Gate"]) == ("7.60", "failed")
+
+
+def test_bench_page_is_the_merged_report_and_summary_speedups_match_the_json(inputs, tmp_path):
+    runs, bench = inputs
+    pages = generate(runs, bench, tmp_path / "out")
+
+    assert "## Device: x86-2c" in pages["bench.md"]
+    assert "### x86-2c: targets" in pages["bench.md"]
+    e2e = {(r["model"], r["variant"], r["threads"]): r["e2e_latency_ms"]["p50"]
+           for r in x86_doc()["results"] if not r["error"]}
+    speed = table_after(pages["summary.md"], "## Speed-up of tflite-int8 over Keras FP32 (e2e p50)")
+    assert [(r["Model"], r["Threads"]) for r in speed] == [
+        ("densenet121", "1"), ("densenet121", "2"), ("vgg16", "1")]
+    for row in speed:
+        key = (row["Model"], int(row["Threads"]))
+        ratio = e2e[(*key[:1], "keras-fp32", key[1])] / e2e[(*key[:1], "tflite-int8", key[1])]
+        assert row["Speed-up"] == f"{ratio:.2f}x"
+
+
+@pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed (brainedge[train])")
+def test_bench_plots_are_written_beside_the_pages_and_linked(inputs, tmp_path):
+    runs, bench = inputs
+    md = generate(runs, bench, tmp_path / "out")["bench.md"]
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert links and all((tmp_path / "out" / name).is_file() for name in links)
+
+
+# --------------------------------------------------------------------------------------------
+# Provenance and determinism
+
+
+def test_every_page_starts_with_the_command_and_the_sha256_of_what_it_read(inputs, tmp_path):
+    runs, bench = inputs
+    out = tmp_path / "out"
+    pages = generate(runs, bench, out)
+    command = (f"brainedge results --runs {runs[0].as_posix()} {runs[1].as_posix()} "
+               f"--bench {bench.as_posix()} --audit {(bench.parent / 'audit').as_posix()} "
+               f"--out {out.as_posix()}")
+    manifests = [f"- `{r.as_posix()}/manifest.json` sha256 `{sha(r / 'manifest.json')}`"
+                 for r in runs]
+    for name, md in pages.items():
+        assert md.splitlines()[0].startswith(f"> Generated by `{command}`"), name
+    for line in manifests:
+        assert line in header(pages["training.md"])
+        assert line in header(pages["summary.md"])
+    metrics = runs[0] / "eval" / "metrics.json"
+    assert f"`{metrics.as_posix()}` sha256 `{sha(metrics)}`" in header(pages["evaluation.md"])
+    bench_line = [line for line in header(pages["bench.md"]).splitlines() if "x86.json" in line]
+    assert len(bench_line) == 1
+    assert sha(bench / "x86.json") in bench_line[0]
+    assert "device x86-2c: Intel Core i5-8250U" in bench_line[0]  # the machine measured
+    assert "manifest.json" not in header(pages["bench.md"])
+
+
+def test_the_same_inputs_give_byte_identical_markdown(inputs, tmp_path):
+    runs, bench = inputs
+    first = generate(runs, bench, tmp_path / "out")
+    for name in PAGES:
+        (tmp_path / "out" / name).unlink()
+    assert generate(runs, bench, tmp_path / "out") == first
+    # ... and a changed input changes the page that read it, and the summary.
+    metrics = runs[1] / "eval" / "metrics.json"
+    doc = json.loads(metrics.read_text())
+    doc["results"]["full test"]["accuracy"] = 0.5
+    write_json(metrics, doc)
+    changed = generate(runs, bench, tmp_path / "out")
+    assert {n for n in PAGES if changed[n] != first[n]} == {"summary.md", "evaluation.md"}
+
+
+# --------------------------------------------------------------------------------------------
+# Missing inputs
+
+
+def test_missing_inputs_leave_a_note_in_each_page_instead_of_a_crash(tmp_path):
+    unevaluated = fake_run(tmp_path / "runs", "vgg16", accuracy=0.87, evaluated=False,
+                           optimized=False)
+    absent = tmp_path / "runs" / "densenet121"
+    unfinished = tmp_path / "runs" / "still-training"
+    write_json(unfinished / "config.json", {"arch": "densenet121"})
+
+    pages = generate([absent, unevaluated, unfinished], tmp_path / "no-bench", tmp_path / "out")
+
+    gone = f"`{absent.as_posix()}` does not exist"
+    running = f"`{unfinished.as_posix()}` has no manifest.json: its training has not finished"
+    for name in ("training.md", "evaluation.md", "optimize.md", "summary.md"):
+        assert gone in pages[name], name
+        assert running in pages[name], name
+    assert f"`{unevaluated.as_posix()}/eval/metrics.json` is missing" in pages["evaluation.md"]
+    assert f"brainedge evaluate {unevaluated.as_posix()}" in pages["evaluation.md"]
+    assert f"brainedge optimize {unevaluated.as_posix()}" in pages["optimize.md"]
+    assert "no benchmark results: `" in pages["bench.md"]
+    assert "make bench" in pages["summary.md"]
+    # What was there is still shown.
+    assert [r["Model"] for r in table_after(pages["training.md"], "# Training")] == ["vgg16"]
+    assert "| Model |" not in pages["evaluation.md"]
+
+
+def test_a_bench_folder_without_results_is_noted(inputs, tmp_path):
+    runs, _ = inputs
+    empty = tmp_path / "empty-bench"
+    write_json(empty / "config.json", {"threads": [1]})  # not a bench result: skipped
+    md = generate(runs, empty, tmp_path / "out")["bench.md"]
+    assert f"no benchmark results from `{empty.as_posix()}`" in md
+    assert "no brainedge-bench/1 runs found" in md
+
+
+def test_strict_names_every_missing_input_and_writes_nothing(tmp_path):
+    unevaluated = fake_run(tmp_path / "runs", "vgg16", accuracy=0.87, evaluated=False)
+    out = tmp_path / "out"
+
+    with pytest.raises(ConfigError) as info:
+        generate([unevaluated], tmp_path / "no-bench", out, strict=True)
+
+    message = str(info.value)
+    assert "eval/metrics.json` is missing" in message
+    assert "no benchmark results" in message
+    assert not out.exists()
+
+
+def test_strict_passes_when_every_input_is_there(inputs, tmp_path):
+    runs, bench = inputs
+    pages = generate(runs, bench, tmp_path / "out", strict=True)
+    assert all("Missing inputs" not in md for md in pages.values())
+    assert "--strict" in pages["summary.md"].splitlines()[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def test_results_command_takes_several_run_folders_after_one_runs_option(inputs, tmp_path):
+    runs, bench = inputs
+    out = tmp_path / "out"
+    result = CliRunner().invoke(results, ["--runs", str(runs[0]), str(runs[1]),
+                                          "--bench", str(bench), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out / 'summary.md'}" in result.output
+    rows = table_after((out / "summary.md").read_text(), "## Accuracy")
+    assert [r["Model"] for r in rows] == ["densenet121", "vgg16"]
+
+
+def test_results_command_strict_failure_is_a_one_line_error(tmp_path):
+    result = CliRunner().invoke(results, ["--runs", str(tmp_path / "nothing"), "--bench",
+                                          str(tmp_path), "--out", str(tmp_path / "o"),
+                                          "--strict"])
+    assert result.exit_code == 1
+    assert "missing inputs (--strict)" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--runs", "a", "b", "--bench", "x"], ["--runs", "a", "--runs", "b", "--bench", "x"]),
+        (["--out", "o", "--runs", "a"], ["--out", "o", "--runs", "a"]),
+        (["--runs", "a", "--runs", "b"], ["--runs", "a", "--runs", "b"]),
+        (["--runs", "a", "--strict", "b"], ["--runs", "a", "--strict", "b"]),
+        (["--runs"], ["--runs"]),
+    ],
+)
+def test_spread_option_repeats_the_option_before_each_value(args, expected):
+    assert spread_option(args, "--runs") == expected
+
+
+def test_the_audit_page_is_the_audit_report_under_its_provenance(inputs, tmp_path):
+    runs, bench = inputs
+    audit = bench.parent / "audit" / "audit.md"
+    page = generate(runs, bench, tmp_path / "out")["audit.md"]
+    assert header(page).count(sha(audit)) == 1
+    assert page.endswith(audit.read_text())
+    audit.unlink()
+    page = generate(runs, bench, tmp_path / "out2")["audit.md"]
+    assert "Missing input" in page and "brainedge audit" in page
+
+
+
+def test_the_readme_gets_the_summary_between_its_markers_and_nothing_else(inputs, tmp_path):
+    from benchmarks.results.readme import BEGIN, END
+
+    runs, bench = inputs
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Project\n\nbefore\n\n{BEGIN}\nold figures\n{END}\n\nafter\n")
+    out = tmp_path / "docs" / "results"
+    write_results(ResultsConfig(runs=tuple(runs), bench=bench, out=out,
+                                audit=bench.parent / "audit", readme=readme))
+    text = readme.read_text()
+    assert text.startswith("# Project\n\nbefore\n\n") and text.endswith(f"{END}\n\nafter\n")
+    assert "old figures" not in text
+    inner = text.split(BEGIN)[1].split(END)[0]
+    assert "### Accuracy" in inner and "# BrainEdge results" not in inner
+    assert "(docs/results/training.md)" in inner  # links point into the results folder
+    assert "0.931" in inner
+
+
+def test_a_readme_without_markers_is_refused_and_left_alone(inputs, tmp_path):
+    runs, bench = inputs
+    readme = tmp_path / "README.md"
+    readme.write_text("# Project\n")
+    with pytest.raises(ConfigError, match="results:begin"):
+        write_results(ResultsConfig(runs=tuple(runs), bench=bench, out=tmp_path / "o",
+                                    audit=bench.parent / "audit", readme=readme))
+    assert readme.read_text() == "# Project\n"
