@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchmarks import emulation
 from brainedge.errors import ConfigError
 
 # Distribution names (as pip knows them) whose versions explain a latency.
@@ -149,6 +150,8 @@ def device_info(label: str | None = None) -> dict[str, Any]:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = logical
+    # Timings from an emulated CPU describe the emulator: the sweep refuses or skips them.
+    evidence = emulation.emulation_evidence()
     return {
         "id": device_id,
         "cpu_model": cpu_model,
@@ -163,4 +166,6 @@ def device_info(label: str | None = None) -> dict[str, Any]:
         "python_implementation": sys.implementation.name,
         "libraries": library_versions(),
         "gpu": gpu_info(),
+        "emulated": bool(evidence),
+        "emulation": evidence,
     }

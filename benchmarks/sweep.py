@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import emulation
 from benchmarks.device import device_info, onnxruntime_providers, slugify
-from benchmarks.harness import harness_overhead, overhead_ratio
+from benchmarks.harness import LatencyStats, harness_overhead, overhead_ratio
 from benchmarks.worker import variant_name
 from brainedge.errors import BrainEdgeError, ConfigError, RunDirError
 from brainedge.manifest import MANIFEST_NAME, Manifest, load_manifest, write_json
@@ -36,7 +37,9 @@ STDERR_LINES = 15
 @dataclass(frozen=True)
 class BenchConfig:
     """One sweep. Timing follows MLPerf: after ``warmup`` calls, run until both ``min_runs``
-    calls and ``min_seconds`` have passed, at most ``max_runs``."""
+    calls and ``min_seconds`` have passed, at most ``max_runs``. ``allow_emulated``: under a
+    CPU emulator, measure accuracy and size instead of refusing (rows say "emulated, not
+    timed")."""
 
     artifacts: tuple[Path, ...]
     threads: tuple[int, ...] = (1, 2, 4)
@@ -51,6 +54,7 @@ class BenchConfig:
     timeout_s: float = 1800.0
     out_dir: Path = field(default=Path("reports/bench"))
     device_label: str | None = None
+    allow_emulated: bool = False
 
     def __post_init__(self) -> None:
         # Accept lists and strings from callers; store tuples and Paths (hashable, JSON-able).
@@ -223,6 +227,8 @@ def _row(artifact: Path, threads: int, device_kind: str, result: dict[str, Any],
         "peak_rss_mb": result.get("peak_rss_mb"),
         "batches": result.get("batches") or [],
         "e2e_latency_ms": result.get("e2e_latency_ms"),
+        "e2e_stages_ms": result.get("e2e_stages_ms"),
+        "timing": result.get("timing"),
         "accuracy": evaluation.get("accuracy"),
         "macro_f1": evaluation.get("macro_f1"),
         "eval_n": evaluation.get("n"),
@@ -235,6 +241,8 @@ def _summary(row: dict[str, Any]) -> str:
     if row["error"]:
         return f"{head}: ERROR {row['error'].splitlines()[0]}"
     parts = [f"b{b['batch_size']} p50 {b['latency_ms']['p50']:.2f} ms" for b in row["batches"]]
+    if row["timing"] == emulation.NOT_TIMED:
+        parts.append(emulation.NOT_TIMED)
     if row["e2e_latency_ms"]:
         parts.append(f"e2e p50 {row['e2e_latency_ms']['p50']:.2f} ms")
     if row["accuracy"] is not None:
@@ -261,13 +269,32 @@ def _out_path(out_dir: Path, device_id: str, stamp: str) -> Path:
     return path
 
 
+def _overhead_record(overhead: LatencyStats | None, fastest_p50: float | None) -> dict[str, Any]:
+    """The harness's own cost (a no-op query through the same loop); None: not timed."""
+    if overhead is None:
+        return {"p50": None, "p99": None, "runs": 0, "ratio_to_fastest_p50": None,
+                "not_measured": emulation.NOT_TIMED}
+    return {"p50": overhead.p50, "p99": overhead.p99, "runs": overhead.runs,
+            "ratio_to_fastest_p50": overhead_ratio(overhead, fastest_p50) if fastest_p50
+            else None}
+
+
 def run_sweep(config: BenchConfig, progress: Callable[[str], None] = print) -> Path:
     """Benchmark every artifact x thread count (and ONNX artifacts on a GPU provider, when
     onnxruntime has one); write ``<out_dir>/<device-id>-<UTC time>.json`` and return its path."""
     created = datetime.now(timezone.utc)
     device = device_info(config.device_label)
+    evidence = device["emulation"]
+    if evidence and not config.allow_emulated:
+        raise emulation.EmulatedTimingError(
+            emulation.refusal(evidence, "run the benchmark sweep", "--allow-emulated"))
     progress(f"device {device['id']}: {device['cpu_model']}, {device['logical_cores']} cores")
-    overhead = harness_overhead()
+    if evidence:
+        progress(f"emulated ({evidence[0]}): measuring accuracy and size only, at "
+                 f"{config.threads[0]} thread(s); every row says '{emulation.NOT_TIMED}'")
+    overhead = None if evidence else harness_overhead()
+    # Untimed, the other thread counts would only repeat the first one's row, at emulated speed.
+    thread_counts = config.threads[:1] if evidence else config.threads
     samples = select_samples(config.eval_data, config.eval_limit) if config.eval_data else []
     e2e_files = [path for path, _ in samples[: config.e2e_images]]
     if config.eval_data:
@@ -287,7 +314,7 @@ def run_sweep(config: BenchConfig, progress: Callable[[str], None] = print) -> P
     if gpu_provider and not onnx_artifacts:
         gpu_provider, gpu_reason = None, "no ONNX artifact among those benchmarked"
     plan: list[tuple[Path, int, str, list[str] | None]] = [
-        (a, t, "cpu", None) for a in config.artifacts for t in config.threads
+        (a, t, "cpu", None) for a in config.artifacts for t in thread_counts
     ]
     if gpu_provider:  # CPU threads matter little on a GPU: one row, with the most of them
         plan += [(a, max(config.threads), "gpu", [gpu_provider, "CPUExecutionProvider"])
@@ -301,7 +328,8 @@ def run_sweep(config: BenchConfig, progress: Callable[[str], None] = print) -> P
                "batch_sizes": list(config.batch_sizes), "warmup": config.warmup,
                "min_runs": config.min_runs, "min_seconds": config.min_seconds,
                "max_runs": config.max_runs, "e2e_images": e2e_files,
-               "eval_samples": [list(s) for s in samples] if first and samples else None}
+               "eval_samples": [list(s) for s in samples] if first and samples else None,
+               "allow_emulated": config.allow_emulated, "emulation": evidence}
         row = _row(artifact, threads, kind, run_worker(job, config.timeout_s, kind == "gpu"),
                    manifests[artifact])
         if first:
@@ -321,10 +349,7 @@ def run_sweep(config: BenchConfig, progress: Callable[[str], None] = print) -> P
         "created": created.isoformat(timespec="seconds"),
         "device": device,
         "config": config.to_dict(),
-        "harness_overhead_ms": {
-            "p50": overhead.p50, "p99": overhead.p99, "runs": overhead.runs,
-            "ratio_to_fastest_p50": overhead_ratio(overhead, fastest) if fastest else None,
-        },
+        "harness_overhead_ms": _overhead_record(overhead, fastest),
         "gpu": ({"measured": True, "provider": gpu_provider} if gpu_provider
                 else {"measured": False, "reason": gpu_reason}),
         "results": results,
