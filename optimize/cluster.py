@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from brainedge.errors import ConversionError, requires
+from brainedge.tf_compat import keras
 from optimize.config import ClusterConfig
 from optimize.prune import copy_with_frozen_batchnorm, kernel_of, leaf_layers, prunable_layers
 from runtime.preprocess import PreprocessSpec
 from training.config import AugmentConfig
 from training.pipeline import PreparedSet, keras_verbosity, to_tf_dataset
-from training.tf_compat import keras
 
 tfmot = requires("tensorflow_model_optimization", "train")
 clustering = tfmot.clustering.keras

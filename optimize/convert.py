@@ -31,7 +31,7 @@ from optimize.calibration import CalibrationSet
 from optimize.config import QuantApproach
 
 if TYPE_CHECKING:
-    from training.tf_compat import keras
+    from brainedge.tf_compat import keras
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def to_tflite(
 def _tflite_convert(
     converter: Any, approach: QuantApproach, calibration: CalibrationSet | None, int8_io: str
 ) -> bytes:
-    from training.tf_compat import tf
+    from brainedge.tf_compat import tf
 
     if approach is not QuantApproach.FP32:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -97,7 +97,7 @@ def _concrete_function_converter(model: keras.Model) -> Any:
     ``from_keras_model`` would first serialize every layer as a SavedModel, which takes minutes
     for DenseNet121 (and longer for its QAT model) against seconds for this.
     """
-    from training.tf_compat import tf
+    from brainedge.tf_compat import tf
 
     holder = tf.Module()
     holder.variables_to_freeze = list(model.variables)
@@ -117,7 +117,7 @@ def _litert_interpreter(tflite_bytes: bytes) -> Any:
 def to_onnx(model: keras.Model, opset: int = 17) -> bytes:
     """Convert ``model`` to a serialized ONNX ModelProto (float32, dynamic batch, fixed opset)."""
     with _converting(f"ONNX fp32 (opset {opset})", model):
-        from training.tf_compat import tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
+        from brainedge.tf_compat import tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
 
         tf2onnx = requires("tf2onnx", "train")
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=[input_signature(model)],
@@ -187,7 +187,7 @@ def _quant_pre_process(source: Path, target: Path) -> Path:
 
 def input_signature(model: keras.Model) -> Any:
     """``TensorSpec([None, H, W, 3], float32)`` named like the model's input."""
-    from training.tf_compat import tf
+    from brainedge.tf_compat import tf
 
     shapes = model.input_shape
     if isinstance(shapes, list) or len(shapes) != 4 or None in shapes[1:]:

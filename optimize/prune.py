@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from brainedge.errors import ConfigError, ConversionError, requires
+from brainedge.tf_compat import keras
 from optimize.config import PruneConfig
 from runtime.preprocess import PreprocessSpec
 from training.config import AugmentConfig
 from training.pipeline import PreparedSet, keras_verbosity, to_tf_dataset
-from training.tf_compat import keras
 
 tfmot = requires("tensorflow_model_optimization", "train")
 sparsity = tfmot.sparsity.keras

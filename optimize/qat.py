@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from brainedge.errors import ConfigError, ConversionError, requires
+from brainedge.tf_compat import keras, tf
 from optimize.prune import copy_with_frozen_batchnorm
 from runtime.preprocess import PreprocessSpec, scale
 from training.config import AugmentConfig
 from training.pipeline import PreparedSet, keras_verbosity, to_tf_dataset
-from training.tf_compat import keras, tf
 
 tfmot = requires("tensorflow_model_optimization", "train")
 quantization = tfmot.quantization.keras

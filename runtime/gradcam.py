@@ -67,7 +67,7 @@ class GradCam:
 
     def __init__(self, model: Any, layer: str | None = None) -> None:
         tf = require_tensorflow()
-        from training.tf_compat import keras
+        from brainedge.tf_compat import keras
 
         self._tf = tf
         self._lock = threading.Lock()

@@ -65,7 +65,7 @@ class KerasPredictor(Predictor):
         return self._model
 
     def _load(self, tf: Any) -> Any:
-        from training.tf_compat import keras
+        from brainedge.tf_compat import keras
 
         is_saved_model = self.path.is_dir() and (self.path / "saved_model.pb").is_file()
         if not (is_saved_model or (self.path.is_file() and self.path.suffix == ".keras")):

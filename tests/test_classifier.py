@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from brainedge.cli import main
 from brainedge.errors import (
     ArtifactIntegrityError,
     ConfigError,
     ModelLoadError,
     UnknownBackendError,
 )
+from cli.main import main
 from runtime import load_classifier
 from runtime.imageio import read_image
 

@@ -29,7 +29,7 @@ def tiny_model(batch_size: int | None = None, qat_friendly: bool = False, filter
     ``qat_friendly`` moves the ReLU after the BatchNorm: TFMOT folds Conv+BN(+ReLU) but refuses a
     BatchNorm that follows an activation.
     """
-    from training.tf_compat import keras
+    from brainedge.tf_compat import keras
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((SIZE, SIZE, 3), batch_size=batch_size, name="image")

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.tf
 
 @pytest.fixture(scope="module")
 def keras() -> Any:
-    from training.tf_compat import keras
+    from brainedge.tf_compat import keras
 
     return keras
 

@@ -34,7 +34,7 @@ def _spec(model: str):
 
 def _head(inputs, features):
     """The BrainEdge head on top of ``features``: pool, dropout, 4-way softmax."""
-    from training.tf_compat import keras
+    from brainedge.tf_compat import keras
 
     x = keras.layers.GlobalAveragePooling2D(name="pool")(features)
     x = keras.layers.Dropout(0.3, name="dropout")(x)
@@ -43,7 +43,7 @@ def _head(inputs, features):
 
 
 def _flat_backbone_model(name: str):
-    from training.tf_compat import keras
+    from brainedge.tf_compat import keras
 
     base = getattr(keras.applications, name)(include_top=False, weights=None,
                                              input_shape=(SIZE, SIZE, 3))
@@ -53,7 +53,7 @@ def _flat_backbone_model(name: str):
 def _small_dense_style_model():
     """DenseNet's troublesome patterns in miniature: concat -> standalone BN -> ReLU, and a
     transition conv -> average pooling."""
-    from training.tf_compat import keras
+    from brainedge.tf_compat import keras
 
     inputs = keras.Input((SIZE, SIZE, 3), name="image")
     stem = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs)
@@ -73,7 +73,7 @@ def _int8_tflite(model, calibration: np.ndarray) -> bytes:
     ``from_keras_model`` would serialize every Keras layer first, which takes minutes on
     DenseNet121's QAT model.
     """
-    from training.tf_compat import tf
+    from brainedge.tf_compat import tf
 
     holder = tf.Module()
     holder.variables_to_freeze = list(model.variables)
@@ -148,7 +148,7 @@ def test_pruned_vgg16_reaches_target_sparsity_and_keeps_the_classifier_dense(pru
 
 
 def test_pruned_model_is_plain_keras_with_the_parents_layers(pruned_vgg16, vgg16):
-    from training.tf_compat import keras
+    from brainedge.tf_compat import keras
 
     pruned = pruned_vgg16[0]
 
@@ -261,8 +261,8 @@ def test_xnnpack_latency_policy_rejects_densenet121_and_says_why(densenet121):
 
 
 def test_xnnpack_latency_policy_accepts_a_mobilenet_style_stem():
+    from brainedge.tf_compat import keras
     from optimize.prune import xnnpack_latency_policy
-    from training.tf_compat import keras
 
     inputs = keras.Input((SIZE, SIZE, 3))
     x = keras.layers.ZeroPadding2D(1)(inputs)
@@ -310,7 +310,7 @@ def _unsaturated(model, images: np.ndarray):
     Random weights on caffe-scaled inputs give logits in the hundreds: every image then gets
     probability 1 for one class, and any two models agree.
     """
-    from training.tf_compat import keras
+    from brainedge.tf_compat import keras
 
     features = keras.Model(model.input, model.get_layer("pool").output).predict_on_batch(images)
     classifier = model.get_layer("probabilities")

@@ -44,7 +44,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The Keras model and its artifacts: fp32/int8/uint8 TFLite, fixed-batch TFLite, ONNX."""
     import tf2onnx
 
-    from training.tf_compat import keras, tf
+    from brainedge.tf_compat import keras, tf
 
     out = tmp_path_factory.mktemp("artifacts")
     keras.utils.set_random_seed(0)

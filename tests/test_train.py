@@ -33,7 +33,7 @@ def test_run_folder_holds_model_config_history_and_verified_manifest(trained_run
 
 
 def test_saved_model_and_keras_file_give_the_same_probabilities(trained_run: Path) -> None:
-    from training.tf_compat import tf
+    from brainedge.tf_compat import tf
     from training.train import load_trained
 
     model, _ = load_trained(trained_run)

@@ -164,7 +164,7 @@ def test_model_choice_goes_into_the_query() -> None:
 def test_bench_http_help_lists_its_options() -> None:
     from click.testing import CliRunner
 
-    from benchmarks.cli import bench
+    from cli.bench import bench
 
     result = CliRunner().invoke(bench, ["http", "--help"])
     assert result.exit_code == 0
@@ -178,7 +178,7 @@ def test_bench_http_passes_its_options_to_the_load(monkeypatch: pytest.MonkeyPat
     from click.testing import CliRunner
 
     import benchmarks.loadtest as loadtest
-    from benchmarks.cli import bench
+    from cli.bench import bench
 
     seen: list[LoadConfig] = []
 
@@ -224,7 +224,7 @@ def test_bench_http_passes_its_options_to_the_load(monkeypatch: pytest.MonkeyPat
 def test_bench_http_refuses_server_options_without_serve(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from benchmarks.cli import bench
+    from cli.bench import bench
 
     image = tmp_path / "slice.png"
     image.write_bytes(b"png bytes")
@@ -237,7 +237,7 @@ def test_bench_http_serve_measures_a_real_server(artifact: Path, image: bytes, t
     """The one command of the README, end to end: start, load, stop (a small load)."""
     from click.testing import CliRunner
 
-    from benchmarks.cli import bench
+    from cli.bench import bench
 
     for name in list(os.environ):
         if name.startswith("BRAINEDGE_"):

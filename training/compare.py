@@ -34,7 +34,7 @@ def count_flops(model: Any) -> int:
         convert_variables_to_constants_v2_as_graph,
     )
 
-    from training.tf_compat import tf
+    from brainedge.tf_compat import tf
 
     spec = tf.TensorSpec([1, *model.input_shape[1:]], tf.float32)
     concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)

@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 
 from brainedge.errors import WeightsUnavailableError
+from brainedge.tf_compat import keras
 from training.config import Arch, TrainConfig
-from training.tf_compat import keras
 
 log = logging.getLogger(__name__)
 
