@@ -507,7 +507,7 @@ def serve_artifacts(artifacts: Sequence[Path], *, host: str = "127.0.0.1",
     this process's). The server's output goes to a temporary log, quoted if it fails to
     start and deleted afterwards."""
     port = free_port(host) if port is None else port
-    command = [sys.executable, "-m", "brainedge.cli", "serve", "--host", host,
+    command = [sys.executable, "-m", "cli", "serve", "--host", host,
                "--port", str(port)]
     for artifact in artifacts:
         command += ["--artifact", str(Path(artifact).resolve())]

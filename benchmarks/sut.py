@@ -2,8 +2,10 @@
 
 Two latencies matter and are kept apart. ``InferenceSUT`` is the model alone on a batch
 preprocessed up front (MLPerf's untimed sample loading): what a runtime or a quantization
-changes. ``EndToEndSUT`` is one image file's bytes to a label (decode, preprocess, inference):
-what a clinician waits for. ``evaluate`` is accuracy mode, run apart from the timed runs.
+changes. ``EndToEndSUT`` is one image file's bytes to an answer, exactly as the web app makes
+it (``runtime.request.run_request``: decode, out-of-distribution checks, preprocess,
+inference): what a clinician waits for, with the share of each stage. ``evaluate`` is
+accuracy mode, run apart from the timed runs.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.harness import LatencyStats
 from brainedge.errors import ConfigError, ImageDecodeError
 from runtime import Classifier
-from runtime.imageio import decode_image, read_image
+from runtime.imageio import decode, decode_image, read_image
+from runtime.request import STAGES, RequestResult, StageTimes, run_request
 
 
 def synthetic_slice(size: int, seed: int = 0) -> np.ndarray:
@@ -49,8 +53,9 @@ class InferenceSUT:
 
 
 class EndToEndSUT:
-    """``classify_bytes`` of one image per call, cycling over files held in memory, so disk
-    reads stay out of the timing but decoding does not."""
+    """``run_request`` on one image per call, cycling over files held in memory, so disk reads
+    stay out of the timing but decoding and the checks do not. Each call's stage times are
+    kept for ``stage_summary``."""
 
     name = "end-to-end"
 
@@ -64,17 +69,35 @@ class EndToEndSUT:
                 data = Path(path).read_bytes()
             except OSError as exc:
                 raise ImageDecodeError(f"{path}: cannot read ({exc.strerror})") from exc
-            decode_image(data, str(path))  # refuse a bad file now, not mid-measurement
+            decode(data, str(path))  # refuse a bad file now, not mid-measurement
             self.images.append((data, str(path)))
         self._next = 0
+        self._stages: list[StageTimes] = []
 
     def grays(self) -> list[np.ndarray]:
         return [decode_image(data, source) for data, source in self.images]
 
-    def __call__(self) -> Any:
+    def __call__(self) -> RequestResult:
         data, source = self.images[self._next]
         self._next = (self._next + 1) % len(self.images)
-        return self.classifier.classify_bytes(data, source)
+        result = run_request(self.classifier, data, source)
+        self._stages.append(result.stages)
+        return result
+
+    def stage_summary(self, last: int) -> dict[str, dict[str, float]]:
+        """Per stage, p50 and mean ms over the last ``last`` calls, and the stage's share of
+        the mean request. ``measure`` makes its warm-up calls first, so its ``runs`` last calls
+        are the timed ones. Shares are of means, which add up (percentiles do not); they
+        leave out the harness's own few microseconds, which the e2e latency includes."""
+        if not 0 < last <= len(self._stages):
+            raise ConfigError(f"stage_summary needs 1 to {len(self._stages)} calls, got {last}")
+        calls = self._stages[-last:]
+        stats = {stage: LatencyStats.from_ms([getattr(c, stage) for c in calls])
+                 for stage in STAGES}
+        total = sum(s.mean for s in stats.values())
+        return {stage: {"p50": s.p50, "mean": s.mean,
+                        "share": s.mean / total if total > 0 else None}
+                for stage, s in stats.items()}
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:

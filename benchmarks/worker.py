@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from benchmarks import emulation
 from brainedge.errors import BrainEdgeError, ConfigError
 from brainedge.manifest import Manifest, load_manifest
 
@@ -48,6 +49,11 @@ JOB_DEFAULTS: dict[str, Any] = {
     "e2e_images": [],
     "eval_samples": None,
     "eval_batch_size": None,
+    # Under emulation: refuse (False), or measure accuracy and size only (True).
+    "allow_emulated": False,
+    # Evidence of emulation the caller already found (the sweep's device record); the worker
+    # also looks for itself, so a job never times an emulator because its caller missed it.
+    "emulation": [],
 }
 
 
@@ -103,11 +109,19 @@ def _job(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def run_job(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Load, time and evaluate one artifact as ``raw`` asks (keys: ``JOB_DEFAULTS`` and
-    ``artifact``). Raises ``BrainEdgeError``; what was measured before it is lost."""
+    ``artifact``). Raises ``BrainEdgeError``; what was measured before it is lost. Under
+    emulation it raises ``EmulatedTimingError``, or with ``allow_emulated`` measures only size
+    and accuracy (``"timing": "emulated, not timed"``)."""
     from benchmarks.harness import measure
-    from benchmarks.sut import EndToEndSUT, InferenceSUT, evaluate
+    from benchmarks.sut import EndToEndSUT, InferenceSUT
 
     job = _job(raw)
+    evidence = list(job["emulation"]) or emulation.emulation_evidence()
+    if evidence and not job["allow_emulated"]:
+        raise emulation.EmulatedTimingError(
+            emulation.refusal(evidence, "time a model", "--allow-emulated"))
+    if evidence:
+        return _run_untimed(job)
     artifact = Path(job["artifact"])
     threads = job["threads"]
     if threads is not None:
@@ -122,9 +136,13 @@ def run_job(raw: Mapping[str, Any]) -> dict[str, Any]:
     result["import_library"], result["import_ms"] = _import_runtime_library(artifact)
     from runtime import load_classifier
 
+    # A variant that failed its parity gate is still measured: the report shows its figures
+    # beside the others (serving it is what the gate refuses).
     classifier = load_classifier(artifact, backend=job["backend"], num_threads=threads,
-                                 providers=job["providers"], pool_size=job["pool_size"])
+                                 providers=job["providers"], pool_size=job["pool_size"],
+                                 allow_failed_gate=True)
     result["load_ms"] = (time.perf_counter() - start) * 1e3
+    result["timing"] = "measured"
     result["peak_rss_load_mb"] = peak_rss_mb()
     result["describe"] = classifier.describe()
     result["variant"] = variant_name(classifier.artifact.manifest)
@@ -143,20 +161,54 @@ def run_job(raw: Mapping[str, Any]) -> dict[str, Any]:
                                   "latency_ms": stats.to_dict(),
                                   "throughput_per_s": stats.throughput_per_s(int(batch_size))})
     result["e2e_latency_ms"] = None
+    result["e2e_stages_ms"] = None
     result["e2e_images"] = len(job["e2e_images"])
     if e2e is not None:
         result["e2e_warmup_ms"], stats = measure(e2e, **timing)
         result["e2e_latency_ms"] = stats.to_dict()
+        # Decode, checks, preprocess, inference: where a request's time goes.
+        result["e2e_stages_ms"] = e2e.stage_summary(stats.runs)
     # Before evaluation, whose batches are not part of what is being measured.
     result["peak_rss_mb"] = peak_rss_mb()
 
-    result["eval"] = None
-    if job["eval_samples"]:
-        samples = [(str(path), str(label)) for path, label in job["eval_samples"]]
-        eval_batch = job["eval_batch_size"] or max(int(b) for b in job["batch_sizes"])
-        result["eval"] = evaluate(classifier, samples, eval_batch)
+    result["eval"] = _evaluate(classifier, job)
     result["error"] = None
     return result
+
+
+def _evaluate(classifier: Any, job: Mapping[str, Any]) -> dict[str, Any] | None:
+    from benchmarks.sut import evaluate
+
+    if not job["eval_samples"]:
+        return None
+    samples = [(str(path), str(label)) for path, label in job["eval_samples"]]
+    eval_batch = job["eval_batch_size"] or max(int(b) for b in job["batch_sizes"])
+    return evaluate(classifier, samples, eval_batch)
+
+
+def _run_untimed(job: Mapping[str, Any]) -> dict[str, Any]:
+    """Under emulation: what does not depend on the CPU's speed (size, accuracy, the model's
+    description) and nothing that does. Load time and peak RSS are left out too: they would
+    be the emulator's, its translated-code cache included."""
+    from runtime import load_classifier
+
+    artifact = Path(job["artifact"])
+    classifier = load_classifier(artifact, backend=job["backend"], num_threads=job["threads"],
+                                 providers=job["providers"], pool_size=job["pool_size"],
+                                 allow_failed_gate=True)
+    providers = getattr(classifier.predictor, "providers", None)
+    return {
+        "artifact": str(artifact), "threads": job["threads"], "pool_size": job["pool_size"],
+        "timing": emulation.NOT_TIMED, "import_library": None, "import_ms": None,
+        "load_ms": None, "peak_rss_load_mb": None, "describe": classifier.describe(),
+        "variant": variant_name(classifier.artifact.manifest),
+        "provider": providers[0] if providers else "cpu",
+        "size_bytes": classifier.artifact.model_path.stat().st_size,
+        "gzip_bytes": classifier.artifact.manifest.metrics.get("gzip_bytes"),
+        "batches": [], "e2e_latency_ms": None, "e2e_stages_ms": None,
+        "e2e_images": len(job["e2e_images"]),
+        "peak_rss_mb": None, "eval": _evaluate(classifier, job), "error": None,
+    }
 
 
 def main() -> int:

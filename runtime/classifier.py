@@ -19,7 +19,8 @@ from brainedge import MEDICAL_NOTICE
 from brainedge.errors import ModelLoadError, UnknownBackendError
 from runtime.artifact import Artifact, open_artifact
 from runtime.base import Predictor
-from runtime.imageio import decode_image
+from runtime.gate import Gate, check_gate, read_gate
+from runtime.imageio import decode
 from runtime.preprocess import PreprocessSpec, preprocess
 
 
@@ -55,6 +56,8 @@ class Classifier:
         manifest = artifact.manifest
         self.class_names: tuple[str, ...] = tuple(manifest.class_names)
         self.spec = PreprocessSpec.from_dict(manifest.preprocessing)
+        # The parity gate's verdict, shown beside every answer (None: a training run).
+        self.gate: Gate | None = read_gate(manifest)
         outputs = predictor.output_spec.shape[-1]
         if outputs != len(self.class_names):
             raise ModelLoadError(f"{artifact.model_path}: the model outputs {outputs} scores but "
@@ -70,7 +73,8 @@ class Classifier:
                 "precision": m.precision, "backend": self.predictor.name,
                 "runtime_version": self.predictor.version, "path": str(self.artifact.model_path),
                 "sha256": self.artifact.sha256, "image_size": self.spec.image_size,
-                "class_names": list(self.class_names)}
+                "class_names": list(self.class_names),
+                "gate": None if self.gate is None else self.gate.to_dict()}
 
     def prepare(self, gray: np.ndarray) -> np.ndarray:
         """Decoded grayscale slice -> the float32 model input."""
@@ -85,12 +89,12 @@ class Classifier:
         prepared = time.perf_counter()
         probs = self.predictor.predict(x)[0]
         done = time.perf_counter()
-        return self._prediction(probs, decode_ms, (prepared - start) * 1e3,
-                                (done - prepared) * 1e3)
+        return self.prediction(probs, decode_ms, (prepared - start) * 1e3,
+                               (done - prepared) * 1e3)
 
     def classify_bytes(self, data: bytes, source: str = "<upload>") -> Prediction:
         start = time.perf_counter()
-        gray = decode_image(data, source)
+        gray = decode(data, source).pixels
         return self.classify(gray, (time.perf_counter() - start) * 1e3)
 
     def classify_many(self, grays: Sequence[np.ndarray]) -> list[Prediction]:
@@ -101,11 +105,12 @@ class Classifier:
         probs = self.predictor.predict(batch)
         done = time.perf_counter()
         n = len(grays)
-        return [self._prediction(p, 0.0, (prepared - start) * 1e3 / n,
-                                 (done - prepared) * 1e3 / n) for p in probs]
+        return [self.prediction(p, 0.0, (prepared - start) * 1e3 / n,
+                                (done - prepared) * 1e3 / n) for p in probs]
 
-    def _prediction(self, probs: np.ndarray, decode_ms: float, preprocess_ms: float,
-                    inference_ms: float) -> Prediction:
+    def prediction(self, probs: np.ndarray, decode_ms: float, preprocess_ms: float,
+                   inference_ms: float) -> Prediction:
+        """The ``Prediction`` for one row of ``predict_batch``'s probabilities."""
         scores = {name: float(p) for name, p in zip(self.class_names, probs, strict=True)}
         return Prediction(self.class_names[int(np.argmax(probs))], scores, decode_ms,
                           preprocess_ms, inference_ms)
@@ -117,16 +122,20 @@ def load_classifier(
     num_threads: int | None = None,
     providers: Sequence[str] | None = None,
     pool_size: int = 1,
+    allow_failed_gate: bool = False,
 ) -> Classifier:
     """Open and verify an artifact (see ``runtime.artifact``) and load it in its runtime.
 
     ``backend`` defaults to the one the manifest's format implies; ``providers`` are ONNX
     Runtime execution providers (e.g. CUDAExecutionProvider); ``pool_size`` is the number of
-    LiteRT interpreters shared by concurrent callers.
+    LiteRT interpreters shared by concurrent callers. An artifact that failed its parity gate
+    is refused (``FailedGateError``) unless ``allow_failed_gate``; then ``Classifier.gate``
+    says so, for every answer to show.
     """
     from runtime import get_predictor
 
     artifact = open_artifact(path)
+    check_gate(artifact.manifest, str(artifact.folder), allow_failed_gate)
     if backend is not None and backend != artifact.backend:
         raise UnknownBackendError(f"{artifact.folder} is a {artifact.manifest.format} artifact, "
                                   f"run by {artifact.backend}, not {backend}")

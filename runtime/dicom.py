@@ -1,4 +1,4 @@
-"""DICOM slices to the same HxW uint8 grayscale array as every other image, decided by content.
+"""DICOM slices to the same record (``DecodedImage``) as every other image, decided by content.
 
 A file is DICOM when it is a Part 10 file: 128-byte preamble, then "DICM". Raw datasets without
 that prefix (ACR-NEMA style, some old exports) are not accepted, on purpose: nothing in their
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from brainedge.errors import ImageDecodeError, requires
+from runtime.decoded import DecodedImage
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -66,8 +67,10 @@ class _Header:
     photometric: str
 
 
-def decode_dicom(data: bytes, source: str = "<bytes>") -> np.ndarray:
-    """Decode a single-frame DICOM slice to HxW uint8 grayscale.
+def decode(data: bytes, source: str = "<bytes>") -> DecodedImage:
+    """Decode a single-frame DICOM slice into the record the checks read: HxW uint8
+    greyscale pixels, and the Modality and Photometric Interpretation from the header parsed
+    for them (no other header element is kept).
 
     The order is the DICOM display pipeline (PS3.3 C.11), because the training images are
     display exports (JPEG), slices as a viewer shows them. The modality LUT (rescale
@@ -95,7 +98,23 @@ def decode_dicom(data: bytes, source: str = "<bytes>") -> np.ndarray:
             image = image.astype(np.float32)  # cvtColor takes only 8/16-bit or float32
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     # The same final checks (minimum size) and 16-bit stretch as PNG/JPEG input.
-    return imageio.to_gray_uint8(gray, source)
+    return DecodedImage(imageio.to_gray_uint8(gray, source), "dicom",
+                        colour=header.photometric not in _MONOCHROME, frames=header.frames,
+                        modality=_modality(ds), photometric=header.photometric or None)
+
+
+def decode_dicom(data: bytes, source: str = "<bytes>") -> np.ndarray:
+    """Only the HxW uint8 greyscale pixels of ``decode``."""
+    return decode(data, source).pixels
+
+
+def _modality(ds: Dataset) -> str | None:
+    # A malformed value only costs the check that reads it, not the slice.
+    try:
+        value = str(ds.get("Modality") or "").strip().upper()
+    except Exception:
+        return None
+    return value or None
 
 
 def _parse(data: bytes, source: str) -> Dataset:

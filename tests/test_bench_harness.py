@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -25,13 +26,13 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks import sweep as sweep_module
-from benchmarks.cli import bench
 from benchmarks.device import default_id, device_info, parse_cpuinfo
 from benchmarks.harness import LatencyStats, harness_overhead, measure, measure_concurrent
 from benchmarks.sut import macro_f1
 from benchmarks.sweep import BenchConfig, discover_artifacts, run_sweep, select_samples
 from brainedge.errors import ConfigError, RunDirError
 from brainedge.manifest import Manifest, hash_files, write_manifest
+from cli.bench import bench
 from runtime.preprocess import PreprocessSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,8 +41,9 @@ STATS_KEYS = {"runs", "p50", "p90", "p99", "mean", "std", "min", "max"}
 ROW_KEYS = {
     "model", "variant", "format", "precision", "backend", "runtime_version", "device_kind",
     "provider", "threads", "artifact", "sha256", "size_bytes", "gzip_bytes", "baseline",
-    "load_ms", "peak_rss_mb", "batches", "e2e_latency_ms", "accuracy", "macro_f1", "eval_n",
-    "error",
+    "load_ms", "peak_rss_mb", "batches", "e2e_latency_ms", "e2e_stages_ms", "timing",
+    "accuracy", "macro_f1",
+    "eval_n", "error",
 }
 TOP_KEYS = {"schema", "run_id", "created", "device", "config", "harness_overhead_ms", "gpu",
             "results"}
@@ -100,7 +102,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     optimized/onnx-fp32, converted from the same tiny Keras model."""
     import tf2onnx
 
-    from training.tf_compat import keras, tf
+    from brainedge.tf_compat import keras, tf
 
     run_dir = tmp_path_factory.mktemp("bench_runs") / "tinynet"
     run_dir.mkdir()
@@ -323,7 +325,8 @@ def test_device_info_has_the_documented_fields_without_importing_runtimes() -> N
     info = out["info"]
     assert out["heavy"] == []
     assert {"id", "cpu_model", "logical_cores", "physical_cores", "isa", "memory_gb", "os",
-            "python", "libraries", "gpu"} <= set(info)
+            "python", "libraries", "gpu", "emulated", "emulation"} <= set(info)
+    assert info["emulated"] is False and info["emulation"] == []  # a KVM guest is timed
     assert info["id"] and info["id"] == info["id"].lower() and " " not in info["id"]
     assert info["logical_cores"] >= 1 and isinstance(info["isa"], list)
     assert info["libraries"]["numpy"] == metadata.version("numpy")
@@ -441,6 +444,12 @@ def test_worker_subprocess_times_evaluates_and_describes_an_artifact(
         assert set(b["latency_ms"]) == STATS_KEYS and b["latency_ms"]["runs"] == 4
         assert b["throughput_per_s"] > 0
     assert result["e2e_latency_ms"]["runs"] == 4
+    stages = result["e2e_stages_ms"]
+    assert list(stages) == ["decode", "checks", "preprocess", "inference"]
+    assert all(s["mean"] > 0 and s["p50"] > 0 for s in stages.values())
+    assert sum(s["share"] for s in stages.values()) == pytest.approx(1.0)
+    # The stages are inside the timed request: together no longer than it.
+    assert sum(s["mean"] for s in stages.values()) <= result["e2e_latency_ms"]["mean"] * 1.001
     assert result["eval"]["n"] == 16 and 0 <= result["eval"]["accuracy"] <= 1
     assert 0 <= result["eval"]["macro_f1"] <= 1
     assert result["size_bytes"] == (onnx_artifact / "model.onnx").stat().st_size
@@ -448,6 +457,40 @@ def test_worker_subprocess_times_evaluates_and_describes_an_artifact(
     assert result["peak_rss_mb"] > 1 and result["load_ms"] > 0
     assert result["describe"]["backend"] == "onnxruntime"
     assert result["variant"] == "onnx-fp32" and result["provider"] == "CPUExecutionProvider"
+
+
+def test_end_to_end_sut_runs_the_servers_request_and_times_each_stage(
+    onnx_artifact: Path, phantom_data: Path
+) -> None:
+    from benchmarks.sut import EndToEndSUT
+    from runtime import load_classifier
+
+    sut = EndToEndSUT(load_classifier(onnx_artifact), phantom_images(phantom_data, 2))
+    _, stats = measure(sut, warmup=3, min_runs=5, min_seconds=0.0, max_runs=5)
+    # What the web app answers with: the out-of-distribution report included.
+    assert sut().ood.measures["dark_fraction"] is not None
+    summary = sut.stage_summary(stats.runs)
+    assert list(summary) == ["decode", "checks", "preprocess", "inference"]
+    assert all(stage["mean"] > 0 for stage in summary.values())
+    assert sum(stage["share"] for stage in summary.values()) == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="stage_summary needs 1 to 9 calls"):
+        sut.stage_summary(10)
+
+
+def test_worker_measures_a_variant_that_failed_its_parity_gate(
+    onnx_artifact: Path, tmp_path: Path
+) -> None:
+    from benchmarks.worker import run_job
+
+    failed = tmp_path / "failed"
+    shutil.copytree(onnx_artifact, failed)
+    manifest = json.loads((failed / "manifest.json").read_text())
+    manifest["metrics"].update(status="failed", val_drop=0.014, tolerance=0.01)
+    (failed / "manifest.json").write_text(json.dumps(manifest))
+    result = run_job({"artifact": str(failed), "min_runs": 2, "min_seconds": 0, "warmup": 1})
+    assert result["error"] is None
+    assert result["describe"]["gate"] == {"status": "failed", "drop_points": 1.4,
+                                          "tolerance_points": 1.0}
 
 
 def test_worker_reports_an_actionable_error_as_json_with_exit_code_0(tmp_path: Path) -> None:
@@ -467,7 +510,7 @@ def test_edge_path_of_the_benchmarks_never_imports_tensorflow(onnx_artifact: Pat
     code = textwrap.dedent(
         f"""
         import sys
-        import benchmarks.cli, benchmarks.device, benchmarks.harness, benchmarks.sut
+        import cli.bench, benchmarks.device, benchmarks.harness, benchmarks.sut
         import benchmarks.sweep, benchmarks.worker
         result = benchmarks.worker.run_job({{"artifact": {str(onnx_artifact)!r},
                                              "min_runs": 2, "min_seconds": 0, "warmup": 1}})
@@ -594,6 +637,11 @@ def test_bench_latency_prints_percentiles_and_json(onnx_artifact: Path,
     assert result.exit_code == 0, result.output
     for text in ("load", "batch 2", "p50", "p99", "img/s", "end-to-end", "peak RSS"):
         assert text in result.output
+    stages = re.search(r"^stages +decode [\d.]+ ms \((\d+)%\), checks [\d.]+ ms \((\d+)%\), "
+                       r"preprocess [\d.]+ ms \((\d+)%\), inference [\d.]+ ms \((\d+)%\)",
+                       result.output, re.M)
+    assert stages, result.output
+    assert 97 <= sum(int(share) for share in stages.groups()) <= 103  # rounded to whole %
     data = json.loads(CliRunner().invoke(bench, [*args, "--json"]).output)
     assert data["batches"][0]["latency_ms"]["runs"] == 3
     assert data["e2e_images"] == 4

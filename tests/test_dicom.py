@@ -155,6 +155,7 @@ def test_a_dataset_without_preamble_is_not_taken_for_dicom():
         decode_image(raw, SOURCE)
 
 
+@pytest.mark.arm64
 def test_decode_image_dispatches_dicom_by_content_whatever_the_name(tmp_path: Path):
     data = _dicom(_ramp(32, 32, 0, 4000, np.uint16), bits_stored=12)
     expected = decode_dicom(data)
@@ -186,6 +187,7 @@ def test_folder_scans_still_skip_other_names():
 
 # Grayscale: modality LUT, VOI, polarity.
 
+@pytest.mark.arm64
 def test_monochrome2_8bit_full_range_comes_out_unchanged():
     gray = _ramp(16, 16, 0, 255, np.uint8)
     out = decode_dicom(_dicom(gray))
@@ -193,18 +195,21 @@ def test_monochrome2_8bit_full_range_comes_out_unchanged():
     np.testing.assert_array_equal(out, gray)
 
 
+@pytest.mark.arm64
 def test_monochrome2_without_window_is_stretched_to_the_slice_range():
     values = _ramp(32, 32, 100, 4000, np.uint16)
     out = decode_dicom(_dicom(values, bits_stored=12))
     np.testing.assert_array_equal(out, _minmax(values))
 
 
+@pytest.mark.arm64
 def test_monochrome2_signed_16bit_is_stretched_to_the_slice_range():
     values = _ramp(32, 32, -1000, 3000, np.int16)
     out = decode_dicom(_dicom(values))
     np.testing.assert_array_equal(out, _minmax(values))
 
 
+@pytest.mark.arm64
 def test_monochrome1_is_inverted_so_that_higher_is_brighter():
     values = _ramp(32, 32, 0, 4000, np.uint16)
     mono2 = decode_dicom(_dicom(values, bits_stored=12))
@@ -214,6 +219,7 @@ def test_monochrome1_is_inverted_so_that_higher_is_brighter():
     np.testing.assert_array_equal(mono1, 255 - mono2)
 
 
+@pytest.mark.arm64
 def test_monochrome1_inversion_comes_after_the_window():
     values = _ramp(32, 32, 0, 1000, np.uint16)
     window = {"WindowCenter": 500, "WindowWidth": 200}
@@ -223,6 +229,7 @@ def test_monochrome1_inversion_comes_after_the_window():
     assert mono1[values < 400].min() == 255  # below the window: white once inverted
 
 
+@pytest.mark.arm64
 def test_window_saturates_pixels_outside_it():
     values = _ramp(32, 32, 0, 1000, np.uint16)
     out = decode_dicom(_dicom(values, WindowCenter=500, WindowWidth=200))
@@ -244,6 +251,7 @@ def test_only_the_first_of_several_windows_is_used():
     np.testing.assert_array_equal(several, first)
 
 
+@pytest.mark.arm64
 def test_rescale_is_applied_before_the_window():
     raw = _ramp(32, 32, 0, 1000, np.uint16)
     window = {"WindowCenter": 0, "WindowWidth": 400}  # in rescaled units: raw 400..600
@@ -258,6 +266,7 @@ def test_rescale_is_applied_before_the_window():
     assert rescaled[raw == raw.max()] == 255 and rescaled[raw == 0] == 0
 
 
+@pytest.mark.arm64
 def test_voi_lut_sequence_is_applied_over_its_own_range():
     gray = _ramp(16, 16, 0, 255, np.uint8)
     ds = _dataset(gray)
@@ -276,12 +285,14 @@ def test_a_malformed_window_falls_back_to_the_slice_range():
 
 # Colour.
 
+@pytest.mark.arm64
 def test_rgb_is_converted_to_gray():
     rgb = np.stack([_texture(32), _texture(32).T, np.full((32, 32), 40, np.uint8)], axis=-1)
     out = decode_dicom(_dicom(rgb, photometric="RGB"))
     np.testing.assert_array_equal(out, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
 
 
+@pytest.mark.arm64
 def test_ybr_full_is_converted_to_gray():
     rgb = np.stack([_texture(32), _texture(32).T, np.full((32, 32), 40, np.uint8)], axis=-1)
     ybr = convert_color_space(rgb, "RGB", "YBR_FULL")
@@ -304,6 +315,7 @@ def _compressed(tsyntax: str, values: np.ndarray, **kwargs) -> bytes:
     return _save(ds)
 
 
+@pytest.mark.arm64
 def test_rle_lossless_decodes_like_uncompressed():
     values = _ramp(32, 32, 0, 4000, np.uint16)
     data = _compressed(uid.RLELossless, values, bits_stored=12)
@@ -311,6 +323,7 @@ def test_rle_lossless_decodes_like_uncompressed():
     np.testing.assert_array_equal(decode_dicom(data), decode_dicom(_dicom(values, bits_stored=12)))
 
 
+@pytest.mark.arm64
 def test_jpeg2000_lossless_decodes_like_uncompressed():
     if not get_encoder(uid.JPEG2000Lossless).is_available:
         pytest.skip("JPEG 2000 encoding needs pylibjpeg-openjpeg")
@@ -320,12 +333,14 @@ def test_jpeg2000_lossless_decodes_like_uncompressed():
     np.testing.assert_array_equal(decode_dicom(data), decode_dicom(_dicom(values, bits_stored=12)))
 
 
+@pytest.mark.arm64
 def test_jpeg_ls_sample_decodes_like_its_uncompressed_original():
     # No JPEG-LS encoder is installed (that is pyjpegls); pydicom ships this pair.
     original = decode_dicom(_sample("MR_small.dcm"))
     np.testing.assert_array_equal(decode_dicom(_sample("MR_small_jpeg_ls_lossless.dcm")), original)
 
 
+@pytest.mark.arm64
 def test_jpeg_baseline_decodes_like_the_same_jpeg_through_opencv():
     data, jpeg = _jpeg_baseline_dicom(_texture(64))
     direct = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
@@ -333,6 +348,7 @@ def test_jpeg_baseline_decodes_like_the_same_jpeg_through_opencv():
     assert np.abs(decode_dicom(data).astype(int) - _minmax(direct).astype(int)).max() <= 3
 
 
+@pytest.mark.arm64
 @pytest.mark.parametrize(
     "name",
     ["JPGExtended.dcm", "SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_jls_lossy_line.dcm",
@@ -344,6 +360,7 @@ def test_pydicom_compressed_samples_decode_at_their_header_size(name: str):
     assert decode_dicom(data).shape == (ds.Rows, ds.Columns)
 
 
+@pytest.mark.arm64
 def test_deflated_dataset_decodes_like_uncompressed():
     values = _ramp(32, 32, 0, 4000, np.uint16)
     ds = _dataset(values, bits_stored=12)

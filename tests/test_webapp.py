@@ -97,6 +97,7 @@ def brain(label: str = "glioma", seed: int = 0) -> bytes:
 
 # --- the JSON API -----------------------------------------------------------------------------
 
+@pytest.mark.arm64
 def test_api_predicts_a_png_with_class_probabilities_model_timing_and_notice(client) -> None:
     response = api_upload(client, brain())
     assert response.status_code == 200
@@ -122,6 +123,7 @@ def test_api_accepts_the_image_as_the_raw_request_body(client) -> None:
     assert response.get_json()["class"] == "pituitary"
 
 
+@pytest.mark.arm64
 def test_api_decides_by_content_a_dicom_named_png_is_read_as_dicom(client) -> None:
     response = api_upload(client, dicom_bytes(phantom()), name="slice.png")
     assert response.status_code == 200
@@ -169,6 +171,12 @@ def test_api_refuses_a_request_without_an_image_with_400(client, request_kwargs,
     assert body["code"] == code and fragment in body["error"]
 
 
+def _animated_gif(frames: int) -> bytes:
+    from tests.test_image_format import pillow_frames  # skips where Pillow is missing
+
+    return pillow_frames("GIF", frames)
+
+
 def _corrupt_jpeg() -> bytes:
     data = bytearray(encode(phantom(), ".jpg"))
     data[200:] = np.random.default_rng(1).integers(0, 256, len(data) - 200, np.uint8).tobytes()
@@ -183,10 +191,14 @@ HOSTILE = {
     # runtime.imageio set the lower one (test_webapp_config checks the served order).
     "40000x40000 PNG bomb": (lambda: png_bomb(40000, 40000), "over 64000000 pixels"),
     "multi-frame DICOM": (lambda: dicom_bytes(phantom(size=32), frames=3), "frames"),
+    "3-page TIFF": (lambda: cv2.imencodemulti(".tiff", [phantom()] * 3)[1].tobytes(),
+                    "the TIFF file holds 3 pages"),
+    "3-frame animated GIF": (lambda: _animated_gif(3), "an animated GIF of 3 frames"),
     "DICOM without pixel data": (lambda: dicom_bytes(None), "no pixel data"),
 }
 
 
+@pytest.mark.arm64
 @pytest.mark.parametrize("case", list(HOSTILE))
 def test_api_refuses_hostile_or_broken_files_with_415_and_says_why(client, case) -> None:
     make, fragment = HOSTILE[case]
@@ -379,6 +391,7 @@ def test_an_unsure_model_is_reported_as_a_secondary_signal(client) -> None:
 
 # --- health, OpenAPI --------------------------------------------------------------------------
 
+@pytest.mark.arm64
 def test_healthz_and_readyz_answer_when_everything_is_loaded(client) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz")
@@ -523,3 +536,34 @@ def test_unhandled_error_is_a_generic_500_logged_without_its_message(
     assert body["code"] == "internal_error" and body["request_id"] in body["error"]
     assert "Doe" not in body["error"]
     assert "unhandled RuntimeError" in caplog.text and "Doe" not in caplog.text
+
+
+class _RecordingCam:
+    """Stands in for a parent's GradCam (TF-free): records what it was asked to explain."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[np.ndarray, int]] = []
+
+    def heatmap(self, x: np.ndarray, class_index: int) -> np.ndarray:
+        self.calls.append((x, class_index))
+        return np.linspace(0, 1, x.shape[0] * x.shape[1], dtype=np.float32).reshape(x.shape[:2])
+
+
+def test_gradcam_explains_the_input_and_class_the_served_model_used(app) -> None:
+    import dataclasses
+
+    from runtime.gradcam import overlay
+    from runtime.preprocess import prepare, scale
+    from webapp.inference import classify_upload
+
+    cam = _RecordingCam()
+    model = dataclasses.replace(app.extensions["brainedge"].registry.find(None), gradcam=cam)
+    gray = phantom("meningioma", 1, 128)
+    outcome = classify_upload(model, encode(gray), gradcam=True)
+    ((x, index),) = cam.calls
+    rgb = prepare(gray, model.classifier.spec)
+    np.testing.assert_array_equal(x, scale(rgb, model.classifier.spec))
+    assert model.classifier.class_names[index] == outcome.prediction.label
+    np.testing.assert_array_equal(outcome.gradcam, overlay(rgb, cam.heatmap(x, index)))
+    assert outcome.timing_ms()["gradcam"] >= 0
+    np.testing.assert_array_equal(outcome.model_input, rgb[..., 0])  # what the page shows

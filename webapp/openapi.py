@@ -56,6 +56,7 @@ _SCHEMAS: dict[str, Any] = {
             "runtime_version": {"type": "string"}, "sha256": {"type": "string"},
             "image_size": {"type": "integer"},
             "class_names": {"type": "array", "items": {"type": "string"}},
+            "gate": {"oneOf": [{"$ref": "#/components/schemas/Gate"}, {"type": "null"}]},
             "gradcam": {"type": "boolean",
                         "description": "GET /api/v1/models only: whether ?gradcam=1 can add a "
                                        "heat map to this artifact's answers."},
@@ -63,6 +64,21 @@ _SCHEMAS: dict[str, Any] = {
                                "description": "GET /api/v1/models only, when gradcam is false: "
                                               "why (setting off, parent run not on the "
                                               "server, ...)."},
+        },
+    },
+    "Gate": {
+        "type": "object", "required": ["status"],
+        "description": "The artifact's parity gate (brainedge optimize): its accuracy against "
+                       "the float32 model it was made from. An artifact that did not pass is "
+                       "served only when the operator allowed it (BRAINEDGE_ALLOW_FAILED_GATE), "
+                       "and then every answer carries gate_warning.",
+        "properties": {
+            "status": {"type": "string", "examples": ["passed", "failed"]},
+            "drop_points": {"type": ["number", "null"],
+                            "description": "Accuracy points below the parent (largest over "
+                                           "the splits checked)."},
+            "tolerance_points": {"type": ["number", "null"],
+                                 "description": "The drop the gate allowed."},
         },
     },
     "Models": {
@@ -87,13 +103,19 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Prediction": {
         "type": "object",
-        "required": ["class", "confidence", "probabilities", "model", "timing_ms", "ood",
-                     "notice"],
+        "required": ["class", "confidence", "probabilities", "model", "gate", "timing_ms",
+                     "ood", "notice"],
         "properties": {
             "class": {"type": "string", "examples": ["glioma"]},
             "confidence": {"type": "number"},
             "probabilities": {"type": "object", "additionalProperties": {"type": "number"}},
             "model": {"$ref": "#/components/schemas/Model"},
+            "gate": {"oneOf": [{"$ref": "#/components/schemas/Gate"}, {"type": "null"}],
+                     "description": "The answering artifact's parity gate; null for a "
+                                    "training run, which has none."},
+            "gate_warning": {"type": "string",
+                             "description": "Only when the artifact did not pass its gate: "
+                                            "a warning to show beside the answer."},
             "timing_ms": {"type": "object", "additionalProperties": {"type": "number"},
                           "description": "decode, ood_checks, preprocess, inference, total "
                                          "(of those), and gradcam when one was computed"},
@@ -134,8 +156,8 @@ def openapi_document(max_upload_bytes: int, model_names: Sequence[str],
     binary = {"type": "string", "format": "binary"}
     predict = {
         "summary": "Classify one MRI slice",
-        "description": (f"The file is decided by content (PNG, JPEG, BMP, TIFF or a "
-                        f"single-frame DICOM), at most {limit_mb} MB. {MEDICAL_NOTICE}"),
+        "description": (f"The file is decided by content (PNG, JPEG, BMP, single-page TIFF "
+                        f"or single-frame DICOM), at most {limit_mb} MB. {MEDICAL_NOTICE}"),
         "operationId": "predict", "security": secured,
         "parameters": [_MODEL_PARAM, _GRADCAM_PARAM],
         "requestBody": {"required": True, "content": {
@@ -154,8 +176,10 @@ def openapi_document(max_upload_bytes: int, model_names: Sequence[str],
                           "other than 0 or 1."),
             **unauthorized,
             "413": _error(f"The upload is larger than {limit_mb} MB."),
-            "415": _error("Not a readable image: corrupt, truncated, another format, too many "
-                          "pixels, multi-frame DICOM or DICOM without pixel data."),
+            "415": _error("Not a readable image: corrupt, truncated, another format (GIF, "
+                          "WebP, ...), too many pixels, several images in one file (multi-page "
+                          "TIFF, animated PNG or GIF, multi-frame DICOM) or DICOM without "
+                          "pixel data."),
         },
     }
     return {

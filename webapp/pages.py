@@ -12,7 +12,7 @@ from flask import Blueprint, Response, make_response, render_template, request
 
 from brainedge import MEDICAL_NOTICE
 from webapp.errors import Refusal
-from webapp.inference import Outcome, classify_upload
+from webapp.inference import Outcome, classify_upload, gate_warning
 from webapp.registry import current_state
 from webapp.security import check_csrf
 from webapp.uploads import read_upload
@@ -28,7 +28,8 @@ def render_page(outcome: Outcome | None = None, error: str | None = None, status
         "index.html", outcome=outcome, error=error, notice=MEDICAL_NOTICE,
         models=[{**m.describe(), **m.gradcam_status()} for m in registry.models.values()],
         selected=selected or (outcome.model.name if outcome else registry.default),
-        max_upload_mb=f"{state.config.max_upload_mb:g}", gradcam_on=state.config.gradcam)
+        max_upload_mb=f"{state.config.max_upload_mb:g}", gradcam_on=state.config.gradcam,
+        gate_warning=gate_warning)
     return make_response(html, status)
 
 

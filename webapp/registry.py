@@ -28,6 +28,7 @@ from brainedge.errors import BrainEdgeError, ConfigError, MissingDependencyError
 from brainedge.manifest import MANIFEST_NAME, sha256_file
 from runtime.artifact import Artifact, open_artifact
 from runtime.classifier import Classifier, load_classifier
+from runtime.gate import check_gate
 from runtime.gradcam import GradCam, require_tensorflow
 from runtime.preprocess import PreprocessSpec
 from webapp.config import ServeConfig
@@ -102,9 +103,12 @@ class ModelRegistry:
 
 
 def verify_artifacts(config: ServeConfig) -> list[Artifact]:
-    """Manifest and sha256 check of every artifact without loading any runtime, so that a
-    server can refuse to start before it forks workers (see ``webapp.serve``)."""
-    return [open_artifact(path) for path in config.artifacts]
+    """Manifest, sha256 and parity gate check of every artifact without loading any runtime,
+    so that a server can refuse to start before it forks workers (see ``webapp.serve``)."""
+    artifacts = [open_artifact(path) for path in config.artifacts]
+    for artifact in artifacts:
+        check_gate(artifact.manifest, str(artifact.folder), config.allow_failed_gate)
+    return artifacts
 
 
 def load_models(config: ServeConfig, loader: Loader = load_classifier) -> ModelRegistry:
@@ -115,8 +119,12 @@ def load_models(config: ServeConfig, loader: Loader = load_classifier) -> ModelR
         _require_gradcam_support()  # before anything loads: a missing TensorFlow fails fast
     models: dict[str, LoadedModel] = {}
     for path in config.artifacts:
-        classifier = loader(path, num_threads=config.threads, pool_size=config.concurrency)
+        classifier = loader(path, num_threads=config.threads, pool_size=config.concurrency,
+                            allow_failed_gate=config.allow_failed_gate)
         name = artifact_name(classifier.artifact)
+        if classifier.gate is not None and not classifier.gate.passed:
+            log.warning("%s: served although it %s (BRAINEDGE_ALLOW_FAILED_GATE); every "
+                        "answer says so", name, classifier.gate.summary())
         if name in models:
             raise ConfigError(f"two artifacts are both named {name!r}: {models[name].source} and "
                               f"{path}; serve one of them")
