@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help venv data train audit evaluate compare optimize bench serve browser-deps test test-edge edge-check lint clean
+.PHONY: help venv data train audit evaluate compare optimize ship bench results serve browser-deps test test-edge edge-check arm64-check lint clean
 
 help:
 	@echo "make venv      create $(VENV) and install brainedge[$(EXTRAS)] (automatic on first use)"
@@ -35,10 +35,14 @@ help:
 	@echo "make optimize  pruned / quantized TFLite and ONNX variants of each run, checked vs FP32"
 	@echo "make bench     latency / throughput / memory / accuracy of every artifact vs Keras FP32,"
 	@echo "               one JSON per device run in $(REPORTS)/bench, merged into report.md + plots"
+	@echo "make results   every results table of the README, from $(RUNS)/ and $(REPORTS)/bench, into"
+	@echo "               $(RESULTS) (summary.md, one page per table family, plots)"
+	@echo "make ship      copy each run's SHIP_VARIANT into models/ with its model card"
 	@echo "make serve     the page and JSON API on http://127.0.0.1:8000 (SERVE_ARTIFACT, SERVE_ARGS)"
 	@echo "make test      run the test suite;  make lint: ruff"
 	@echo "make browser-deps  Debian chromium + chromedriver for the browser test (apt-get)"
 	@echo "make edge-check  install only brainedge[edge] in $(EDGE_VENV) and run the TF-free tests"
+	@echo "make arm64-check  the edge install on emulated Pi 4/5 CPUs (QEMU), compared with x86_64"
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +85,15 @@ optimize: $(BIN)/.installed
 	  $(BIN)/brainedge optimize $(RUNS)/$$m $(OPTIMIZE_ARGS) || status=$$?; \
 	done; exit $$status
 
+# The recommended edge artifact of each model goes into models/ (package data, committed), with
+# its evaluation card; refused for a variant that failed its gate or a phantom-trained run.
+SHIP_VARIANT ?= tflite-int8
+ship: $(BIN)/.installed audit
+	@for m in $(MODELS); do \
+	  $(BIN)/brainedge ship $(RUNS)/$$m/optimized/$(SHIP_VARIANT) --name $$m --data "$(DATA)" \
+	    --clean-list $(REPORTS)/audit/clean_test.txt $(SHIP_ARGS) || exit $$?; \
+	done
+
 # The default sweep: every run and its variants at 1, 2 and 4 threads, batch 1 and 8, accuracy
 # on DATA's test split. Copy other devices' JSON files into $(REPORTS)/bench to merge them.
 bench: $(BIN)/.installed $(DATA_DEP)
@@ -88,12 +101,24 @@ bench: $(BIN)/.installed $(DATA_DEP)
 	  --out $(REPORTS)/bench $(BENCH_ARGS)
 	$(BIN)/brainedge bench report $(REPORTS)/bench --out $(REPORTS)/bench
 
+# Every results table the README shows, regenerated from the run folders and the bench JSON:
+# summary.md (what the README embeds), a page per table family, the plots. A missing input is
+# a note in the pages; RESULTS_ARGS=--strict makes it an error.
+RESULTS ?= docs/results
+RESULTS_ARGS ?=
+results: $(BIN)/.installed
+	$(BIN)/brainedge results --runs $(addprefix $(RUNS)/,$(MODELS)) --bench $(REPORTS)/bench \
+	  --audit $(REPORTS)/audit \
+	  --out $(RESULTS) --readme README.md $(RESULTS_ARGS)
+
 # The clinic page and JSON API. SERVE_ARGS="--host 0.0.0.0 --port 8080", "--dev" for Flask's
 # own server; token, secret key and more through BRAINEDGE_* variables (README, "Serving").
-SERVE_ARTIFACT ?= $(RUNS)/densenet121/optimized/tflite-int8
+# With no SERVE_ARTIFACT, the shipped DenseNet121 (models/densenet121) answers; never a run
+# trained on the phantoms. e.g. SERVE_ARTIFACT=runs/densenet121/optimized/tflite-int8
+SERVE_ARTIFACT ?=
 SERVE_ARGS ?=
 serve: $(BIN)/.installed
-	$(BIN)/brainedge serve --artifact $(SERVE_ARTIFACT) $(SERVE_ARGS)
+	$(BIN)/brainedge serve $(if $(SERVE_ARTIFACT),--artifact $(SERVE_ARTIFACT)) $(SERVE_ARGS)
 
 # The browser of the end-to-end test (tests/test_webapp_browser.py): Debian's chromium and the
 # chromedriver built with it, so their versions always match and nothing is downloaded.
@@ -124,6 +149,18 @@ edge-check:
 	$(EDGE_VENV)/bin/pip install --quiet -c constraints.txt ".[edge,dev]"
 	! $(EDGE_VENV)/bin/python -c "import tensorflow" 2>/dev/null
 	$(EDGE_VENV)/bin/python -m pytest -m "not tf" -p no:cacheprovider $(PYTEST_ARGS)
+
+# A Raspberry Pi's CPU (Cortex-A72 = Pi 4, Cortex-A76 = Pi 5) under QEMU user-mode, TensorFlow
+# absent: imports, the arm64-marked tests, predict on 52 test slices + 2 DICOM, the server;
+# predictions and every preprocessing step compared with x86_64 (deploy/arm64-check/). The
+# emulated environment is cached in .arm64/. Equivalence only: emulated times are not latency.
+# ARM64_MODELS: artifact folders [default: every models/*/ with a manifest.json].
+ARM64_MODELS ?=
+ARM64_DATA ?= ../shared/datasets/brain-tumor-mri
+ARM64_ARGS ?=
+arm64-check: $(BIN)/.installed
+	$(BIN)/python deploy/arm64-check/arm64_check.py --data "$(ARM64_DATA)" \
+	  $(if $(strip $(ARM64_MODELS)),--models $(ARM64_MODELS)) $(ARM64_ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

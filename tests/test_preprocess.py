@@ -40,6 +40,7 @@ def _encode(image: np.ndarray, ext: str = ".png") -> bytes:
 # --- prepare / crop -----------------------------------------------------------------------------
 
 
+@pytest.mark.arm64
 @pytest.mark.parametrize("shape", [(200, 300), (37, 300), (600, 512), (40, 40)])
 def test_prepare_gives_a_square_rgb_uint8_image_with_equal_channels(shape):
     spec = PreprocessSpec(image_size=64)
@@ -61,6 +62,7 @@ def test_prepare_refuses_a_colour_or_float_array():
         prepare(np.zeros((40, 40), np.float32), spec)
 
 
+@pytest.mark.arm64
 def test_crop_to_brain_removes_the_black_border_around_the_head():
     gray = _head(200, 300, axes=(60, 40), center=(120, 110))  # head spans x 60..180, y 70..150
 
@@ -73,17 +75,20 @@ def test_crop_to_brain_removes_the_black_border_around_the_head():
     assert int((cropped > 100).sum()) == int((gray > 100).sum())
 
 
+@pytest.mark.arm64
 def test_crop_to_brain_leaves_a_blank_image_untouched():
     blank = np.zeros((120, 90), np.uint8)
     assert crop_to_brain(blank) is blank
 
 
+@pytest.mark.arm64
 def test_crop_to_brain_leaves_an_image_with_only_a_speck_untouched():
     speck = np.zeros((200, 200), np.uint8)
     cv2.circle(speck, (100, 100), 6, 255, -1)  # far below 5 % of the area
     assert crop_to_brain(speck) is speck
 
 
+@pytest.mark.arm64
 def test_prepare_with_cropping_zooms_in_on_the_head():
     gray = _head(200, 200, axes=(40, 40))
     cropped = prepare(gray, PreprocessSpec(image_size=64, crop_brain=True, bilateral_d=0))
@@ -94,6 +99,7 @@ def test_prepare_with_cropping_zooms_in_on_the_head():
 # --- scale ------------------------------------------------------------------------------------
 
 
+@pytest.mark.arm64
 def test_caffe_scaling_is_bgr_mean_subtraction():
     image = np.zeros((1, 4, 4, 3), np.uint8)
     image[0, 1, 2] = (10, 20, 30)  # RGB
@@ -107,6 +113,7 @@ def test_caffe_scaling_is_bgr_mean_subtraction():
     np.testing.assert_allclose(out[0, 0, 0], [-103.939, -116.779, -123.68], atol=1e-4)
 
 
+@pytest.mark.arm64
 def test_torch_scaling_is_unit_range_then_imagenet_mean_and_std():
     image = np.zeros((4, 4, 3), np.uint8)
     image[3, 0] = (10, 20, 30)  # RGB
@@ -132,6 +139,7 @@ def test_scale_accepts_float_input_and_does_not_modify_it():
     np.testing.assert_allclose(out, scale(image.astype(np.uint8), PreprocessSpec(scaling="torch")))
 
 
+@pytest.mark.arm64
 @pytest.mark.parametrize("scaling", ["caffe", "torch"])
 def test_preprocess_is_scale_of_prepare(scaling):
     spec = PreprocessSpec(image_size=48, scaling=scaling)
@@ -206,18 +214,21 @@ def test_decode_image_refuses_empty_bytes():
         decode_image(b"", "upload.jpg")
 
 
+@pytest.mark.arm64
 def test_decode_image_refuses_garbage_with_a_message_naming_the_source():
     garbage = np.random.default_rng(1).integers(0, 256, 4096, np.uint8).tobytes()
     with pytest.raises(ImageDecodeError, match=r"scan42\.jpg: not a readable image"):
         decode_image(garbage, "scan42.jpg")
 
 
+@pytest.mark.arm64
 def test_decode_image_refuses_a_truncated_png():
     data = _encode(_head(64, 64))
     with pytest.raises(ImageDecodeError, match="not a readable image"):
         decode_image(data[: len(data) // 2])
 
 
+@pytest.mark.arm64
 @pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".tiff"])
 def test_decode_image_decides_by_content_and_returns_2d_uint8(ext):
     gray = _head(64, 80)
@@ -227,6 +238,7 @@ def test_decode_image_decides_by_content_and_returns_2d_uint8(ext):
     assert np.abs(out.astype(int) - gray).mean() < 3  # lossless, or nearly for JPEG
 
 
+@pytest.mark.arm64
 def test_decode_image_reduces_colour_to_gray():
     bgr = np.zeros((32, 32, 3), np.uint8)
     bgr[..., 2] = 200  # pure red
@@ -235,6 +247,7 @@ def test_decode_image_reduces_colour_to_gray():
     assert abs(int(out[0, 0]) - round(0.299 * 200)) <= 1
 
 
+@pytest.mark.arm64
 def test_decode_image_refuses_images_above_the_pixel_limit(monkeypatch):
     data = _encode(_head(64, 64))
     monkeypatch.setattr(runtime.imageio, "MAX_PIXELS", 1000)
@@ -243,6 +256,7 @@ def test_decode_image_refuses_images_above_the_pixel_limit(monkeypatch):
         decode_image(data, "bomb.png")
 
 
+@pytest.mark.arm64
 def test_decode_image_accepts_an_image_at_the_pixel_limit(monkeypatch):
     monkeypatch.setattr(runtime.imageio, "MAX_PIXELS", 64 * 64)
     assert decode_image(_encode(_head(64, 64))).shape == (64, 64)
