@@ -17,6 +17,7 @@ sys.path.insert(0, str(TOOLS))
 import arm64_apt  # noqa: E402
 import arm64_check  # noqa: E402
 import arm64_env  # noqa: E402
+import arm64_steps  # noqa: E402
 from arm64_emulator import cli_entry_point, cli_launcher, emulated, native  # noqa: E402
 
 DEB822 = """\
@@ -193,3 +194,13 @@ def test_the_emulated_python_gets_no_host_python_settings(tmp_path, monkeypatch)
     assert native(ROOT).env["PYTHONPATH"] == str(ROOT)
     with pytest.raises(ValueError, match="cortex-a72, cortex-a76"):
         emulated(arm64_env.Layout(tmp_path), ROOT, "cortex-m0")
+
+
+def test_steps_past_the_time_budget_fail_instead_of_running(tmp_path):
+    checks = arm64_steps.Checks()
+    side = arm64_steps.Side(native(ROOT), tmp_path, tmp_path, {"m": tmp_path},
+                            tmp_path / "specs.json", 1, checks, deadline=0.0)
+    arm64_steps.trace_and_predict(side)
+    assert [(c["check"], c["passed"]) for c in checks] == [("trace", False), ("predict m", False)]
+    assert all("time budget is spent" in c["detail"] for c in checks)
+    assert not list(tmp_path.iterdir())  # nothing ran

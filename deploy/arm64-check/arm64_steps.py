@@ -58,6 +58,7 @@ class Side:
     threads: int
     checks: Checks
     deadline: float  # time.monotonic() by which everything must be done
+    model_args: tuple[str, ...] = ()  # e.g. --allow-failed-gate, for predict and serve
 
     def timeout(self, step: str) -> float | None:
         """Seconds this step may take; None (and a failed check) when the budget is spent."""
@@ -91,7 +92,7 @@ def trace_and_predict(side: Side) -> None:
         report = report_file(side, name)
         result = py.run(py.cli(REPO, "predict", str(side.inputs), "--model", str(folder),
                                "--format", "json", "--threads", str(side.threads), "--output",
-                               str(report)),
+                               str(report), *side.model_args),
                         side.out / f"predict-{report.stem}.log", timeout, REPO)
         # Exit 1 with a report means some files failed: the comparison names them.
         written = result.ok or (result.returncode == 1 and report.is_file())
@@ -158,7 +159,7 @@ def serve_and_ask(side: Side, probe: Path) -> None:
     if (timeout := side.timeout(name)) is None:
         return
     port = free_port()
-    args = ["serve", "--dev", "--host", "127.0.0.1", "--port", str(port)]
+    args = ["serve", "--dev", "--host", "127.0.0.1", "--port", str(port), *side.model_args]
     for folder in side.models.values():
         args += ["--artifact", str(folder)]
     start = time.monotonic()
