@@ -20,9 +20,9 @@ import csv
 import json
 import logging
 import math
+import os
 import platform
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,8 +132,8 @@ def _callbacks(run_dir: Path, config: TrainConfig, phase: str,
                chief: bool = True) -> list[keras.callbacks.Callback]:
     csv_path = run_dir / "training_log.csv"
     # Keras's own checkpoint callbacks send a non-chief worker's writes to a temporary folder;
-    # the CSV log and TensorBoard do not, so only the chief keeps them.
-    log_path = csv_path if chief else Path(tempfile.mkdtemp(prefix="brainedge-worker-")) / "log.csv"
+    # the CSV log and TensorBoard do not, so only the chief keeps them (the others log nowhere).
+    log_path = csv_path if chief else Path(os.devnull)
     callbacks: list[keras.callbacks.Callback] = [
         EpochTimer(),
         keras.callbacks.BackupAndRestore(str(run_dir / "backup" / phase)),
