@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help venv data train audit evaluate compare optimize ship bench results serve browser-deps test test-edge edge-check arm64-check lint clean
+.PHONY: help venv data ood-data train audit evaluate compare optimize ship bench results serve browser-deps test test-edge edge-check arm64-check lint clean
 
 help:
 	@echo "make venv      create $(VENV) and install brainedge[$(EXTRAS)] (automatic on first use)"
@@ -31,6 +31,7 @@ help:
 	@echo "make train     train $(MODELS) on DATA=$(DATA) (preset $(PRESET)) into $(RUNS)/"
 	@echo "make audit     duplicate / leakage audit of DATA into $(REPORTS)/audit"
 	@echo "make evaluate  evaluate every trained run on DATA's test split"
+	@echo "make ood-data  the out-of-distribution evaluation set in $(OOD_SET) (brainedge data ood)"
 	@echo "make compare   one table comparing the trained runs"
 	@echo "make optimize  pruned / quantized TFLite and ONNX variants of each run, checked vs FP32"
 	@echo "make bench     latency / throughput / memory / accuracy of every artifact vs Keras FP32,"
@@ -123,6 +124,18 @@ serve: $(BIN)/.installed
 # The browser of the end-to-end test (tests/test_webapp_browser.py): Debian's chromium and the
 # chromedriver built with it, so their versions always match and nothing is downloaded.
 BROWSER_PACKAGES ?= chromium chromium-driver
+# The out-of-distribution evaluation set (README, "Trust"): Debian's mricron-data brain templates
+# for the other-MRI slices (skipped with a note when absent), then `brainedge data ood`.
+OOD_SET ?= data/ood
+ood-data: $(BIN)/.installed
+	@if [ ! -d /usr/share/mricron/templates ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -q --no-install-recommends mricron-data; \
+	fi
+	$(BIN)/brainedge data ood --data $(DATA) --out $(OOD_SET)
+
 browser-deps:
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
 	  echo "browser-deps: $$(/usr/bin/chromedriver --version | cut -d' ' -f1-2) and chromium are installed"; \

@@ -19,7 +19,7 @@ from cli.optimize import model_card, optimize, ship
 from cli.predict import predict
 from cli.results import results
 from cli.serve import serve
-from cli.train import compare, evaluate, train
+from cli.train import compare, evaluate, evaluate_ood, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,9 +31,11 @@ def main(verbose: int) -> None:
     \b
     The pipeline, one command per step:
       data phantoms  generate the embedded demo dataset (not real MRI)
+      data ood       build the out-of-distribution evaluation set (CT, photos, other MRI...)
       audit          find duplicate and leaked images in a dataset
       train          train VGG16 or DenseNet121 (from scratch or a backbone)
       evaluate       test-set metrics of a trained run, with confidence intervals
+      evaluate-ood   AUROC of an artifact's out-of-distribution score on that set
       compare        one table comparing trained runs (accuracy and cost)
       predict        classify PNG/JPEG/DICOM files with an artifact
       bench          latency, throughput, memory and accuracy benchmarks
@@ -49,8 +51,8 @@ def main(verbose: int) -> None:
                         stream=sys.stderr)
 
 
-for command in (data, audit, train, evaluate, compare, optimize, ship, model_card, predict,
-                bench, serve, results):
+for command in (data, audit, train, evaluate, evaluate_ood, compare, optimize, ship, model_card,
+                predict, bench, serve, results):
     main.add_command(command)
 
 

@@ -49,13 +49,20 @@ def _variant_names() -> list[str]:
               help="Exit 0 even when a variant fails the parity gate or cannot be built.")
 @click.option("--test", "on_test", is_flag=True,
               help="Also measure every variant on the test split.")
+@click.option("--ood-method", type=click.Choice(["mahalanobis", "energy", "msp"]),
+              default="mahalanobis", show_default=True,
+              help="The out-of-distribution score each artifact carries (README, 'Trust').")
+@click.option("--ood-false-flag-rate", type=click.FloatRange(0, 0.5, min_open=True,
+              max_open=True), default=0.01, show_default=True,
+              help="Share of validation slices the score's threshold may flag.")
 @friendly_errors
 def optimize(run_dir: Path | None, data_dir: Path | None, out: Path | None,
              variants: tuple[str, ...], qat: bool, list_variants: bool, sparsity: float,
              prune_epochs: int, prune_learning_rate: float, clusters: int,
              cluster_epochs: int, batch_size: int, calibration_size: int, int8_io: str,
              opset: int, tolerance: float,
-             allow_failures: bool, on_test: bool) -> None:
+             allow_failures: bool, on_test: bool, ood_method: str,
+             ood_false_flag_rate: float) -> None:
     """Prune, quantize and convert a trained run to TFLite and ONNX; check each against FP32.
 
     Writes RUN_DIR/optimized/VARIANT/ (model + manifest) and summary.md/summary.json. Exits 1
@@ -82,6 +89,7 @@ def optimize(run_dir: Path | None, data_dir: Path | None, out: Path | None,
         run_dir=run_dir, out_dir=out, variants=chosen, calibration_size=calibration_size,
         onnx_opset=opset, int8_io=int8_io, tolerance=tolerance / 100.0,
         allow_failures=allow_failures, evaluate_on_test=on_test, qat_epochs=prune_epochs,
+        ood_method=ood_method, ood_false_flag_rate=ood_false_flag_rate,
         prune=PruneConfig(target_sparsity=sparsity, fine_tune_epochs=prune_epochs,
                           learning_rate=prune_learning_rate, batch_size=batch_size),
         cluster=ClusterConfig(clusters=clusters, fine_tune_epochs=cluster_epochs,

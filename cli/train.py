@@ -1,4 +1,5 @@
-"""Training and its evaluation: ``brainedge train``, ``evaluate`` and ``compare``."""
+"""Training and its evaluation: ``brainedge train``, ``evaluate``, ``evaluate-ood`` and
+``compare``."""
 
 from __future__ import annotations
 
@@ -109,6 +110,32 @@ def train(data_dir: Path, arch: str, preset: str, run_dir: Path | None, overwrit
     click.echo(f"{result.run_dir}: validation accuracy {result.val_accuracy:.4f} after "
                f"{result.epochs_run} epochs, {result.seconds_per_epoch:.1f} s/epoch "
                f"({result.precision})")
+
+
+# --- evaluate-ood -----------------------------------------------------------------------------
+
+@click.command("evaluate-ood")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--ood-set", type=click.Path(path_type=Path), default=Path("data/ood"),
+              show_default=True, help="Folder made by `brainedge data ood`.")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
+              help="Dataset folder: its test split is the in-distribution reference.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Report folder [default: reports/ood/ARTIFACT-NAME].")
+@click.option("--bootstrap", type=click.IntRange(100), default=1000, show_default=True,
+              help="Bootstrap resamples for the AUROC's 95% confidence interval.")
+@friendly_errors
+def evaluate_ood(artifact: Path, ood_set: Path, data_dir: Path, out: Path | None,
+                 bootstrap: int) -> None:
+    """How well an artifact's out-of-distribution score separates the OOD set from the test
+    split: AUROC per group (near, far) and kind, and the share of test slices it flags."""
+    from training.ood_eval import evaluate_artifact
+
+    folder = artifact if artifact.is_dir() else artifact.parent
+    out = out or Path("reports/ood") / folder.name
+    result = evaluate_artifact(artifact, ood_set, data_dir, out, bootstrap)
+    click.echo(result.to_markdown())
+    click.echo(f"written to {out}/ood.md and ood.json")
 
 
 # --- evaluate ---------------------------------------------------------------------------------

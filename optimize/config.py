@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from brainedge.errors import ConfigError
+from runtime.ood_score import METHODS as OOD_METHODS
 
 
 class Format(str, Enum):
@@ -128,9 +129,19 @@ class OptimizeConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     qat_epochs: int = 1
     seed: int = 0
+    # The out-of-distribution score each artifact carries, and the share of validation slices
+    # its threshold may flag (training.trust).
+    ood_method: str = "mahalanobis"
+    ood_false_flag_rate: float = 0.01
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "run_dir", Path(self.run_dir))
+        if self.ood_method not in OOD_METHODS:
+            raise ConfigError(f"ood_method must be one of {', '.join(OOD_METHODS)}, got "
+                              f"{self.ood_method!r}")
+        if not 0.0 < self.ood_false_flag_rate < 0.5:
+            raise ConfigError(f"ood_false_flag_rate must be in (0, 0.5), got "
+                              f"{self.ood_false_flag_rate}")
         if self.out_dir is not None:
             object.__setattr__(self, "out_dir", Path(self.out_dir))
         if self.int8_io not in ("int8", "uint8"):

@@ -185,6 +185,22 @@ def _quant_pre_process(source: Path, target: Path) -> Path:
 # --------------------------------------------------------------------- shared and inspection
 
 
+def with_features(model: keras.Model) -> keras.Model:
+    """``model`` with a second output: the classification layer's input, the penultimate
+    features the out-of-distribution score reads (``runtime.ood_score``). Dropout before it is
+    the identity at inference, so these are the features the classifier sees. The runtimes
+    tell the outputs apart by width (K probabilities against D features)."""
+    from brainedge.tf_compat import keras
+    from runtime.keras import head_input
+
+    features = head_input(model)
+    width, classes = features.shape[-1], model.output.shape[-1]
+    if width == classes:
+        raise ConversionError(f"{model.name}: its features ({width}) are as wide as its "
+                              f"output ({classes}); the runtimes could not tell them apart")
+    return keras.Model(model.inputs, [model.output, features], name=model.name)
+
+
 def input_signature(model: keras.Model) -> Any:
     """``TensorSpec([None, H, W, 3], float32)`` named like the model's input."""
     from brainedge.tf_compat import tf
@@ -249,4 +265,5 @@ __all__ = [
     "onnx_to_int8",
     "to_onnx",
     "to_tflite",
+    "with_features",
 ]

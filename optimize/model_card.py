@@ -129,6 +129,20 @@ def _model_section(card: Mapping[str, Any]) -> str:
         f"drop {_pts(_times100(gate.get('val_drop')))} points, top-1 agreement "
         f"{_pct(gate.get('val_agreement'))}.",
     ]
+    calibration, ood = card.get("calibration"), card.get("ood")
+    if calibration:
+        parts.append(
+            f"- Calibration: temperature {calibration['temperature']:.3f}, fitted on the "
+            f"validation split ({calibration['n']} images); there the ECE went from "
+            f"{calibration['ece_before']:.4f} to {calibration['ece_after']:.4f}. Every runtime "
+            "applies it; the winning class never changes.")
+    if ood:
+        parts.append(
+            f"- Out-of-distribution score: {ood['method']} distance of the penultimate features "
+            f"to the training classes ({ood['fit_images']} training images), flagged above "
+            f"{ood['threshold']:.2f}, set so that at most {_pct(ood['false_flag_rate'])} of the "
+            f"{ood['threshold_images']} validation slices exceed it "
+            f"({_pct(ood['validation_flagged'])} did).")
     for subset, m in card["evaluation"].items():
         parts.append(_subset_block(card, subset, m))
     if card.get("commands"):

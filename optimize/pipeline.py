@@ -23,6 +23,7 @@ from optimize.config import ALL_VARIANTS, Format, OptimizeConfig, QuantApproach,
 from optimize.parent import Parent
 from optimize.validate import FAILED, PASSED, Parity, compare
 from training.pipeline import predict_prepared
+from training.trust import TrustFit, classifier_weights, fit_trust
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +102,13 @@ def _convert(variant: Variant, model: Any, calibration: Any, config: OptimizeCon
              onnx_cache: dict[int, bytes]) -> bytes:
     from optimize import convert
 
+    # Every artifact also outputs its penultimate features, for its out-of-distribution score.
+    exported = convert.with_features(model)
     if variant.format is Format.TFLITE:
-        return convert.to_tflite(model, variant.approach, calibration, config.int8_io)
+        return convert.to_tflite(exported, variant.approach, calibration, config.int8_io)
     key = id(model)
     if key not in onnx_cache:
-        onnx_cache[key] = convert.to_onnx(model, config.onnx_opset)
+        onnx_cache[key] = convert.to_onnx(exported, config.onnx_opset)
     fp32 = onnx_cache[key]
     if variant.approach is QuantApproach.FP32:
         return fp32
@@ -134,9 +137,10 @@ def _sizes(blob: bytes, reference: int | None) -> dict[str, Any]:
 
 
 def _manifest(parent: Parent, variant: Variant, path: Path, predictor: Any,
-              metrics: dict[str, Any], notes: dict[str, Any]) -> Manifest:
+              metrics: dict[str, Any], notes: dict[str, Any], trust: TrustFit) -> Manifest:
     from dataclasses import asdict
 
+    trust_files, trust_extra = trust.write(path.parent)
     return Manifest(
         model=parent.manifest.model,
         format=variant.format.value,
@@ -144,12 +148,14 @@ def _manifest(parent: Parent, variant: Variant, path: Path, predictor: Any,
         input_spec=asdict(predictor.input_spec),
         class_names=parent.class_names,
         preprocessing=parent.spec.to_dict(),
-        files=hash_files(path.parent, [path.name]),
+        files=hash_files(path.parent, [path.name, *trust_files]),
         metrics=metrics,
         parent=str(parent.run_dir),
         extra={"variant": variant.name, "source": variant.source.value,
                "parent_manifest": parent.reference, "output_spec": asdict(predictor.output_spec),
-               "runtime": {"name": predictor.name, "version": predictor.version}, **notes},
+               "feature_spec": asdict(predictor.feature_spec),
+               "runtime": {"name": predictor.name, "version": predictor.version},
+               **trust_extra, **notes},
     )
 
 
@@ -206,8 +212,13 @@ def optimize_run(config: OptimizeConfig, data: Path | None = None,
                 "tolerance": config.tolerance, "status": status,
             }
             notes = sources.notes.get(variant.source, {})
+            # Fitted on this artifact's own outputs: an int8 model gets its own temperature.
+            trust = fit_trust(predictor.predict_with_features, parent.train, parent.val,
+                              parent.spec, classifier_weights(model), config.ood_method,
+                              config.ood_false_flag_rate, seed=config.seed)
+            metrics["temperature"] = trust.temperature
             write_manifest(path.parent, _manifest(parent, variant, path, predictor, metrics,
-                                                  notes))
+                                                  notes, trust))
             results.append(ArtifactResult(variant, status, path, None, {**metrics, **notes}))
             progress(f"{variant.name}: {status}, val accuracy {parity['val'].accuracy:.4f} "
                      f"(parent {parity['val'].parent_accuracy:.4f}), {len(blob) / 1e6:.2f} MB")

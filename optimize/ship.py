@@ -143,6 +143,8 @@ def _card(config: ShipConfig, artifact: Any, results: dict[str, Any],
            "dataset_counts": parent_manifest.extra.get("dataset_counts")},
         "gate": {k: manifest.metrics.get(k) for k in
                  ("status", "val_accuracy", "val_drop", "val_agreement", "tolerance")},
+        "calibration": manifest.extra.get("calibration"),
+        "ood": manifest.extra.get("ood"),
         "evaluation": _strip(results),
         "parent_evaluation": _strip(read_json(parent_eval)["results"])
         if parent_eval.is_file() else None,
@@ -155,7 +157,8 @@ def _card(config: ShipConfig, artifact: Any, results: dict[str, Any],
 
 def _strip(results: dict[str, Any]) -> dict[str, Any]:
     keep = ("n", "accuracy", "accuracy_ci95", "macro_f1", "roc_auc_ovr_macro", "ece",
-            "ece_ci95", "per_class", "confusion_matrix", "class_names", "n_bootstrap")
+            "ece_ci95", "ece_uncalibrated", "ece_uncalibrated_ci95", "temperature", "per_class",
+            "confusion_matrix", "class_names", "n_bootstrap")
     return {subset: {k: m[k] for k in keep if k in m} for subset, m in results.items()}
 
 

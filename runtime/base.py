@@ -4,6 +4,11 @@ A predictor takes what ``runtime.preprocess.scale`` produces, a float32 (N, H, W
 returns float32 (N, K) probabilities, whatever the artifact stores inside: quantizing the input
 and dequantizing the output of an integer model happens here, so callers never see integers.
 Backends supply the specs read from the model file and ``_run``, one call of the runtime.
+
+An artifact made by ``brainedge optimize`` has a second output: the penultimate features
+(N, D), the input of the classification layer, which the out-of-distribution score reads
+(``runtime.ood_score``). The two are told apart by shape, the same way for every format: the
+probabilities are the narrower output (K classes against D features, D >> K).
 """
 
 from __future__ import annotations
@@ -46,17 +51,28 @@ class Predictor(ABC):
     version: str  # version of the runtime library
     path: Path
     input_spec: TensorSpec
-    output_spec: TensorSpec
+    output_spec: TensorSpec  # the probabilities
+    feature_spec: TensorSpec | None = None  # the penultimate features, when the model has them
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Preprocessed float32 (N, H, W, 3) batch -> float32 (N, K) probabilities."""
+        return self.predict_with_features(batch)[0]
+
+    def predict_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (N, K) and features (N, D) as float32; features are ``None`` when the
+        model has no features output (a model exported before they were added)."""
         x = self._check_batch(batch)
-        y = self._run(to_model_dtype(x, self.input_spec))
-        return from_model_dtype(y, self.output_spec)
+        raw = self._run(to_model_dtype(x, self.input_spec))
+        probs_raw, feats_raw = raw if isinstance(raw, tuple) else (raw, None)
+        probs = from_model_dtype(probs_raw, self.output_spec)
+        if feats_raw is None or self.feature_spec is None:
+            return probs, None
+        return probs, from_model_dtype(feats_raw, self.feature_spec)
 
     @abstractmethod
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        """Run the model on a batch already in the input's dtype; return its raw output."""
+    def _run(self, batch: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Run the model on a batch already in the input's dtype; return its raw output, or
+        (probabilities, features) when ``feature_spec`` is set."""
 
     def _check_batch(self, batch: np.ndarray) -> np.ndarray:
         expected = self.input_spec.shape[1:]
@@ -118,6 +134,24 @@ def check_io_spec(spec: TensorSpec, path: Path) -> TensorSpec:
             "float values cannot be mapped onto it; re-export the model with float input/output"
         )
     return spec
+
+
+def assign_outputs(specs: list[TensorSpec], path: Path) -> tuple[int, int | None]:
+    """Indices of the probabilities and the features among a model's outputs.
+
+    One output: the probabilities. Two: the narrower is the probabilities (K classes), the
+    wider the features (D >> K); two of equal width cannot be told apart and are refused.
+    """
+    widths = [spec.shape[-1] if spec.shape else None for spec in specs]
+    if len(specs) == 1:
+        return 0, None
+    if len(specs) == 2 and None not in widths and widths[0] != widths[1]:
+        probs = int(np.argmin(widths))
+        return probs, 1 - probs
+    raise ModelLoadError(
+        f"{path}: expected a classifier with one output (probabilities) or two (probabilities "
+        f"and features of different widths), found {len(specs)} outputs of widths {widths}"
+    )
 
 
 def check_num_threads(num_threads: int | None) -> int | None:

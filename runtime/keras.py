@@ -53,9 +53,13 @@ class KerasPredictor(Predictor):
                                  f"output, found {len(inputs)} and {len(outputs)}")
         self.input_spec = _spec(inputs[0], self.path)
         self.output_spec = _spec(outputs[0], self.path)
+        # The features are the classification layer's input (after dropout, which is the
+        # identity at inference): the same tensor optimize exports as the second output.
+        features = head_input(self._model)
+        both = type(self._model)(self._model.inputs, [self._model.output, features])
+        self.feature_spec = _spec(features, self.path)
         signature = tf.TensorSpec((None, *self.input_spec.shape[1:]), tf.float32)
-        model = self._model
-        self._call = tf.function(lambda x: model(x, training=False),
+        self._call = tf.function(lambda x: tuple(both(x, training=False)),
                                  input_signature=[signature])
 
     @property
@@ -78,8 +82,26 @@ class KerasPredictor(Predictor):
             raise ModelLoadError(f"{self.path}: Keras cannot load it ({exc}); the file may be "
                                  "truncated, re-create it with brainedge train") from exc
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        return self._call(batch).numpy()
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probs, feats = self._call(batch)
+        return probs.numpy(), feats.numpy()
+
+
+def head_layer(model: Any) -> Any:
+    """The layer that produces ``model``'s output (the classification layer)."""
+    return model.output._keras_history.layer
+
+
+def head_input(model: Any) -> Any:
+    """The classification layer's input *in this model's graph*: the penultimate features.
+
+    ``layer.input`` would name the first graph the layer was ever called in, and pruning,
+    clustering and QAT rebuild the network around the same layer objects: the tensor must come
+    from the node that made this model's output.
+    """
+    layer, node_index, _ = model.output._keras_history
+    inputs = layer._inbound_nodes[node_index].input_tensors
+    return inputs[0] if isinstance(inputs, list | tuple) else inputs
 
 
 def _spec(tensor: Any, path: Path) -> TensorSpec:

@@ -15,6 +15,7 @@ from brainedge.errors import ConfigError, MissingDependencyError, ModelLoadError
 from runtime.base import (
     Predictor,
     TensorSpec,
+    assign_outputs,
     check_io_spec,
     check_model_file,
     check_num_threads,
@@ -93,15 +94,17 @@ class LiteRTPredictor(Predictor):
         interpreter = slots[0].interpreter
         inputs = interpreter.get_input_details()
         outputs = interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelLoadError(
-                f"{self.path}: expected a classifier with one input and one output, found "
-                f"{len(inputs)} inputs and {len(outputs)} outputs"
-            )
+        if len(inputs) != 1:
+            raise ModelLoadError(f"{self.path}: expected a classifier with one input, found "
+                                 f"{len(inputs)}")
         self._input_index = inputs[0]["index"]
-        self._output_index = outputs[0]["index"]
         self.input_spec = _spec(inputs[0], self.path)
-        self.output_spec = _spec(outputs[0], self.path)
+        specs = [_spec(detail, self.path) for detail in outputs]
+        probs, feats = assign_outputs(specs, self.path)
+        self.output_spec = specs[probs]
+        self.feature_spec = None if feats is None else specs[feats]
+        self._output_indices = tuple(outputs[i]["index"] for i in (probs, feats)
+                                     if i is not None)
         # A batch dimension fixed at export (shape_signature[0] > 0) cannot always be resized:
         # reshapes inside the graph may hard-code it. Such models get fed in chunks of it.
         self._fixed_batch = self.input_spec.shape[0]
@@ -122,21 +125,24 @@ class LiteRTPredictor(Predictor):
             ) from exc
         return _Slot(interpreter)
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         size = self._fixed_batch
         if size is None or len(batch) == size:
-            return self._invoke(batch)
-        outputs = []
-        for start in range(0, len(batch), size):
-            chunk = batch[start:start + size]
-            if len(chunk) < size:
-                pad = np.zeros((size - len(chunk), *chunk.shape[1:]), dtype=chunk.dtype)
-                outputs.append(self._invoke(np.concatenate([chunk, pad]))[:len(chunk)])
-            else:
-                outputs.append(self._invoke(chunk))
-        return np.concatenate(outputs)
+            outputs = self._invoke(batch)
+        else:
+            chunks = []
+            for start in range(0, len(batch), size):
+                chunk = batch[start:start + size]
+                if len(chunk) < size:
+                    pad = np.zeros((size - len(chunk), *chunk.shape[1:]), dtype=chunk.dtype)
+                    chunks.append([o[:len(chunk)]
+                                   for o in self._invoke(np.concatenate([chunk, pad]))])
+                else:
+                    chunks.append(self._invoke(chunk))
+            outputs = [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
+        return outputs[0] if len(outputs) == 1 else (outputs[0], outputs[1])
 
-    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+    def _invoke(self, batch: np.ndarray) -> list[np.ndarray]:
         slot = self._pool.get()  # blocks until an interpreter is free
         try:
             interpreter = slot.interpreter
@@ -147,7 +153,7 @@ class LiteRTPredictor(Predictor):
             interpreter.set_tensor(self._input_index, np.ascontiguousarray(batch))
             interpreter.invoke()
             # get_tensor copies, so the result outlives the next call's buffers.
-            return interpreter.get_tensor(self._output_index)
+            return [interpreter.get_tensor(index) for index in self._output_indices]
         finally:
             self._pool.put(slot)
 

@@ -12,6 +12,7 @@ from brainedge.errors import ModelLoadError, UnknownBackendError, requires
 from runtime.base import (
     Predictor,
     TensorSpec,
+    assign_outputs,
     check_io_spec,
     check_model_file,
     check_num_threads,
@@ -80,13 +81,16 @@ class OnnxPredictor(Predictor):
                 "may be truncated or not an .onnx file, re-create it with brainedge optimize"
             ) from exc
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelLoadError(
-                f"{self.path}: expected a classifier with one input and one output, found "
-                f"{len(inputs)} inputs and {len(outputs)} outputs"
-            )
+        if len(inputs) != 1:
+            raise ModelLoadError(f"{self.path}: expected a classifier with one input, found "
+                                 f"{len(inputs)}")
         self.input_spec = _spec(inputs[0], self.path)
-        self.output_spec = _spec(outputs[0], self.path)
+        specs = [_spec(node, self.path) for node in outputs]
+        probs, feats = assign_outputs(specs, self.path)
+        self.output_spec = specs[probs]
+        self.feature_spec = None if feats is None else specs[feats]
+        self._output_names = [s.name for s in (self.output_spec, self.feature_spec) if s]
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run([self.output_spec.name], {self.input_spec.name: batch})[0]
+    def _run(self, batch: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        outputs = self._session.run(self._output_names, {self.input_spec.name: batch})
+        return outputs[0] if len(outputs) == 1 else (outputs[0], outputs[1])

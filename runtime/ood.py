@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from runtime.decoded import DecodedImage
+
+if TYPE_CHECKING:
+    from runtime.trust import OODScore
 
 # Share of pixels that are colourful (HSV saturation > 0.25 and not nearly black; measured
 # by runtime.imageio.colourful_fraction).
@@ -56,13 +59,17 @@ _LEVELS = np.arange(256, dtype=np.float64)
 class OODReport:
     """What the checks found. ``reasons``: the rules that fired, in plain words (flagged when
     any did). ``measures``: the value behind every rule. The model-side steps after inference
-    add to a report rather than replace it (``check_probabilities`` now; a learned score
-    later, beside its threshold)."""
+    add to a report rather than replace it (``check_probabilities``, and ``check_score``:
+    the learned score beside its threshold)."""
 
     reasons: tuple[str, ...]
     measures: Mapping[str, float | str | None] = field(default_factory=dict)
     model_uncertain: bool = False
     model_note: str | None = None
+    # Which kind of check fired: the image rules, the learned score (None: no score).
+    rules_flagged: bool = False
+    score_flagged: bool | None = None
+    score: OODScore | None = None
 
     @property
     def flagged(self) -> bool:
@@ -70,6 +77,8 @@ class OODReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"flagged": self.flagged, "reasons": list(self.reasons),
+                "rules_flagged": self.rules_flagged, "score_flagged": self.score_flagged,
+                "score": None if self.score is None else self.score.to_dict(),
                 "model_uncertain": self.model_uncertain, "model_note": self.model_note,
                 "measures": dict(self.measures)}
 
@@ -149,7 +158,7 @@ def check_image(image: DecodedImage) -> OODReport:
                 "entropy_bits": round(entropy, 3), "dark_fraction": round(dark, 4),
                 "colourful_fraction": None if colourful is None else round(colourful, 4),
                 "aspect_ratio": round(aspect, 3), "modality": image.modality}
-    return OODReport(tuple(reasons), measures)
+    return OODReport(tuple(reasons), measures, rules_flagged=bool(reasons))
 
 
 def check_probabilities(report: OODReport, probabilities: Mapping[str, float]) -> OODReport:
@@ -163,4 +172,16 @@ def check_probabilities(report: OODReport, probabilities: Mapping[str, float]) -
             f"{entropy:.2f}); treat this answer with extra caution") if uncertain else None
     measures = {**report.measures, "top_probability": round(top, 4),
                 "normalized_entropy": round(entropy, 4)}
-    return OODReport(report.reasons, measures, uncertain, note)
+    return replace(report, measures=measures, model_uncertain=uncertain, model_note=note)
+
+
+def check_score(report: OODReport, score: OODScore | None) -> OODReport:
+    """Add the learned out-of-distribution score (``runtime.trust``): above its threshold, it
+    flags the upload with its own reason, whatever the image rules said."""
+    if score is None:
+        return report
+    measures = {**report.measures, "ood_method": score.method,
+                "ood_score": round(score.score, 3), "ood_threshold": round(score.threshold, 3)}
+    reasons = report.reasons + ((score.reason,) if score.reason else ())
+    return replace(report, reasons=reasons, measures=measures, score_flagged=score.flagged,
+                   score=score)

@@ -17,7 +17,7 @@ import numpy as np
 from runtime.classifier import Classifier, Prediction
 from runtime.decoded import DecodedImage
 from runtime.imageio import decode
-from runtime.ood import OODReport, check_image, check_probabilities
+from runtime.ood import OODReport, check_image, check_probabilities, check_score
 from runtime.preprocess import prepare, scale
 
 STAGES = ("decode", "checks", "preprocess", "inference")
@@ -70,15 +70,18 @@ def run_request(classifier: Classifier, data: bytes, source: str) -> RequestResu
     model_input = prepare(decoded.pixels, classifier.spec)
     batch = scale(model_input, classifier.spec)[None]
     prepared_at = time.perf_counter()
-    probs = classifier.predict_batch(batch)[0]
+    raw, features = classifier.predictor.predict_with_features(batch)
     inferred_at = time.perf_counter()
-    prediction = classifier.prediction(probs, (decoded_at - start) * 1e3,
+    # Calibrating and scoring the answer count as checks, not inference.
+    probs = classifier.trust.calibrate(raw)
+    scored = classifier.trust.score(features, probs)
+    ood_score = None if scored is None else scored[0]
+    prediction = classifier.prediction(probs[0], (decoded_at - start) * 1e3,
                                        (prepared_at - checked_at) * 1e3,
-                                       (inferred_at - prepared_at) * 1e3)
-    answered_at = time.perf_counter()
-    report = check_probabilities(report, prediction.probabilities)
+                                       (inferred_at - prepared_at) * 1e3, ood_score)
+    report = check_score(check_probabilities(report, prediction.probabilities), ood_score)
     done = time.perf_counter()
     stages = StageTimes(decode=prediction.decode_ms,
-                        checks=((checked_at - decoded_at) + (done - answered_at)) * 1e3,
+                        checks=((checked_at - decoded_at) + (done - inferred_at)) * 1e3,
                         preprocess=prediction.preprocess_ms, inference=prediction.inference_ms)
     return RequestResult(decoded, report, prediction, model_input, batch, stages)

@@ -27,8 +27,8 @@ def test_reference_preset_is_the_recipe_from_scratch():
     assert config.learning_rate == pytest.approx(1e-3)
     assert config.weights == "none" and config.frozen_base is False
     assert config.arch is Arch.DENSENET121
-    assert config.lr_schedule is LRSchedule.COSINE and config.warmup_epochs == 1.0
-    assert config.label_smoothing == pytest.approx(0.1)
+    assert config.lr_schedule is LRSchedule.PLATEAU and config.reduce_lr_patience == 2
+    assert config.warmup_epochs == 0.0 and config.label_smoothing == 0.0
     assert config.val_fraction == pytest.approx(0.1)
     assert config.augment == AugmentConfig(rotation_deg=18.0, brightness=0.1, shift=0.05)
     assert config.preprocess.bilateral_d == 2 and config.preprocess.scaling == "torch"

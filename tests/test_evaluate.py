@@ -42,6 +42,13 @@ def test_evaluate_reports_full_and_leakage_free_subsets(
         assert (out / name).stat().st_size > 0, name
     assert "not a diagnosis" in (out / "report.md").read_text()
     assert len((out / "predictions.csv").read_text().splitlines()) == 17
+    # Calibration: the run's own temperature, ECE before and after, a reliability diagram.
+    manifest = json.loads((trained_run / "manifest.json").read_text())
+    temperature = manifest["extra"]["calibration"]["temperature"]
+    assert full["temperature"] == temperature
+    assert full["ece_uncalibrated"] >= 0 and len(full["ece_uncalibrated_ci95"]) == 2
+    assert (out / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"temperature {temperature:.3f}" in (out / "report.md").read_text()
 
 
 def test_evaluate_refuses_a_clean_list_from_another_dataset(

@@ -124,7 +124,8 @@ def test_report_serialises_to_the_documented_json_shape() -> None:
     report = check_image(DecodedImage(np.zeros((64, 64), np.uint8), "png"))
     data = report.to_dict()
     assert data["flagged"] is True and isinstance(data["reasons"], list)
-    assert set(data) == {"flagged", "reasons", "model_uncertain", "model_note", "measures"}
+    assert set(data) == {"flagged", "reasons", "rules_flagged", "score_flagged", "score",
+                         "model_uncertain", "model_note", "measures"}
 
 
 @pytest.mark.dataset

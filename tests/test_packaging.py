@@ -36,5 +36,14 @@ def test_the_shipped_models_are_package_data():
     config = _setuptools()
     assert config["package-dir"]["brainedge_models"] == "models"
     patterns = config["package-data"]["brainedge_models"]
-    for needed in ("*/manifest.json", "*/card.json", "*/model.tflite", "MODEL_CARD.md"):
+    for needed in ("*/manifest.json", "*/card.json", "*/model.tflite", "*/ood.npz",
+                   "MODEL_CARD.md"):
         assert needed in patterns
+    # Every file a shipped model's manifest lists installs with it (else it fails its sha256).
+    import fnmatch
+    import json
+
+    for manifest in (PROJECT_ROOT / "models").glob("*/manifest.json"):
+        for name in json.loads(manifest.read_text())["files"]:
+            rel = f"{manifest.parent.name}/{name}"
+            assert any(fnmatch.fnmatch(rel, pattern) for pattern in patterns), rel

@@ -66,8 +66,9 @@ def test_shipping_verifies_evaluates_and_writes_card_and_model_card(
     target = optimize.ship.ship(_config(optimized_run, phantom_data, clean_list, models))
 
     assert sorted(p.name for p in target.iterdir()) == ["card.json", "manifest.json",
-                                                        "model.tflite"]
+                                                        "model.tflite", "ood.npz"]
     classifier = load_classifier(target)  # sha256 verified against the copied manifest
+    assert classifier.trust.method == "mahalanobis"  # its own statistics came along
     card = read_json(target / "card.json")
     assert card["sha256"] == classifier.artifact.sha256
     full = card["evaluation"]["full test"]
@@ -81,4 +82,7 @@ def test_shipping_verifies_evaluates_and_writes_card_and_model_card(
     text = (models / "MODEL_CARD.md").read_text()
     assert "Not a medical device" in text and "`models/densenet121`" in text
     assert f"{100 * full['accuracy']:.1f}%" in text and "brainedge optimize ..." in text
+    temperature = card["calibration"]["temperature"]
+    assert temperature == classifier.trust.temperature and f"temperature {temperature:.3f}" in text
+    assert f"flagged above {card['ood']['threshold']:.2f}" in text
     assert not list(models.glob(".*staging"))

@@ -528,7 +528,7 @@ def test_unhandled_error_is_a_generic_500_logged_without_its_message(
     def boom(batch: np.ndarray) -> np.ndarray:
         raise RuntimeError(f"runtime choked on {PATIENT_NAME}")
 
-    monkeypatch.setattr(classifier, "predict_batch", boom)
+    monkeypatch.setattr(classifier.predictor, "predict_with_features", boom)
     caplog.set_level(logging.INFO)
     response = api_upload(app.test_client(), brain())
     assert response.status_code == 500

@@ -73,8 +73,11 @@ def _attr_ints(name: str, values: list[int]) -> bytes:
     return _len(1, name) + b"".join(_int(8, v) for v in values) + _int(20, 7)  # INTS
 
 
-def tiny_onnx_bytes(weights: np.ndarray, size: int = SIZE) -> bytes:
-    """(N, size, size, 3) -> mean over H, W -> MatMul ``weights`` (3, K) -> Softmax."""
+def tiny_onnx_bytes(weights: np.ndarray, size: int = SIZE, features: bool = False) -> bytes:
+    """(N, size, size, 3) -> mean over H, W -> MatMul ``weights`` (3, K) -> Softmax.
+
+    ``features``: a second output, the pooled means repeated three times (N, 9): wider than
+    the K probabilities, as an exported model's penultimate features are."""
     w = np.ascontiguousarray(weights, "<f4")
     # TensorProto{dims=1, data_type=2 (1 = FLOAT), name=8, raw_data=9}
     initializer = (b"".join(_int(1, d) for d in w.shape) + _int(2, 1) + _len(8, "w")
@@ -86,18 +89,21 @@ def tiny_onnx_bytes(weights: np.ndarray, size: int = SIZE) -> bytes:
         _len(1, _node("Softmax", ["logits"], ["probs"], [_attr_int("axis", 1)])),
         _len(2, "tiny"),
         _len(5, initializer),
+        *([_len(1, _node("Concat", ["pooled"] * 3, ["features"], [_attr_int("axis", 1)]))]
+          if features else []),
         _len(11, _value_info("image", ["N", size, size, 3])),
         _len(12, _value_info("probs", ["N", w.shape[1]])),
+        *([_len(12, _value_info("features", ["N", 3 * w.shape[0]]))] if features else []),
     ])
     # ModelProto{ir_version=1, graph=7, opset_import=8}; OperatorSetIdProto{version=2}
     return _int(1, 8) + _len(7, graph) + _len(8, _int(2, 17))
 
 
 def make_artifact(folder: Path, weights: np.ndarray = CONFIDENT, variant: str = "onnx-fp32",
-                  model: str = "tinynet") -> Path:
+                  model: str = "tinynet", features: bool = False) -> Path:
     """An artifact folder as ``brainedge optimize`` writes it: model.onnx + manifest.json."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.onnx").write_bytes(tiny_onnx_bytes(weights))
+    (folder / "model.onnx").write_bytes(tiny_onnx_bytes(weights, features=features))
     write_manifest(folder, Manifest(
         model=model, format="onnx", precision="float32",
         input_spec={"name": "image", "shape": [None, SIZE, SIZE, 3], "dtype": "float32"},

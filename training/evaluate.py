@@ -19,10 +19,16 @@ from brainedge import MEDICAL_NOTICE
 from brainedge.errors import ConfigError, DatasetError
 from brainedge.manifest import atomic_path, read_json, write_json
 from runtime.preprocess import PreprocessSpec
+from runtime.temperature import apply_temperature
 from training.data import read_path_list, scan_dataset
-from training.metrics import classification_metrics
+from training.metrics import (
+    ECE_BINS,
+    bootstrap_recall_and_ece_ci,
+    classification_metrics,
+    expected_calibration_error,
+)
 from training.pipeline import load_prepared, log_progress, predict_prepared
-from training.reports import metrics_markdown, plot_confusion_matrix
+from training.reports import metrics_markdown, plot_confusion_matrix, plot_reliability
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,8 @@ def evaluate_run(config: EvalConfig) -> EvalReport:
     from brainedge.manifest import load_manifest
 
     manifest = load_manifest(config.run_dir)
+    # Raw probabilities, as the model gives them; the artifact's temperature is applied below,
+    # so the report shows calibration before and after.
     if manifest.format == "keras":
         from training.train import load_trained
 
@@ -69,7 +77,8 @@ def evaluate_run(config: EvalConfig) -> EvalReport:
         from runtime.classifier import load_classifier
 
         classifier = load_classifier(config.run_dir)
-        predict, run_dir = classifier.predict_batch, Path(manifest.parent or "")
+        predict, run_dir = classifier.predictor.predict, Path(manifest.parent or "")
+    temperature = (manifest.extra.get("calibration") or {}).get("temperature")
     # A shipped artifact's parent run may be on another machine: then --data names the dataset.
     parent_config = run_dir / "config.json"
     train_config = read_json(parent_config) if parent_config.is_file() else {}
@@ -87,7 +96,8 @@ def evaluate_run(config: EvalConfig) -> EvalReport:
         )
     spec = PreprocessSpec.from_dict(manifest.preprocessing)
     test = load_prepared(index.test, spec, progress=log_progress("test images"))
-    probs = predict_prepared(predict, test, spec, len(index.class_names), config.batch_size)
+    raw = predict_prepared(predict, test, spec, len(index.class_names), config.batch_size)
+    probs = apply_temperature(raw, temperature).astype(np.float64)
 
     subsets = {"full test": np.ones(len(test), dtype=bool)}
     if config.clean_list:
@@ -105,19 +115,35 @@ def evaluate_run(config: EvalConfig) -> EvalReport:
                                      n_bootstrap=config.n_bootstrap)
         for name, mask in subsets.items()
     }
-    for result in results.values():
+    for name, mask in subsets.items():
+        result = results[name]
         result["skipped_unreadable"] = len(test.skipped)
+        result["temperature"] = temperature
+        if temperature is not None:
+            # ECE as the model answered before calibration, resampled the same way.
+            _, ci = bootstrap_recall_and_ece_ci(test.labels[mask], raw[mask],
+                                                config.n_bootstrap, seed=0)
+            result["ece_uncalibrated"] = expected_calibration_error(
+                test.labels[mask], raw[mask], n_bins=ECE_BINS)
+            result["ece_uncalibrated_ci95"] = ci
     return _write(config, manifest.model, results, test.paths, test.labels, probs,
-                  index.class_names)
+                  index.class_names, raw)
 
 
 def _write(config: EvalConfig, model: str, results: dict[str, dict[str, Any]],
            paths: tuple[str, ...], labels: np.ndarray, probs: np.ndarray,
-           class_names: tuple[str, ...]) -> EvalReport:
+           class_names: tuple[str, ...], raw: np.ndarray) -> EvalReport:
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
     files = {"metrics.json": out / "metrics.json", "report.md": out / "report.md",
              "predictions.csv": out / "predictions.csv"}
+    full = next(iter(results.values()))
+    png = out / "reliability.png"
+    plot_reliability(labels, {"uncalibrated": raw, **(
+        {f"temperature {full['temperature']:.2f}": probs}
+        if full.get("temperature") is not None else {})}, png,
+        f"{model}: reliability on the full test split (n={len(labels)})", ECE_BINS)
+    files[png.name] = png
     for name, result in results.items():
         slug = name.replace(" ", "_").replace("-", "_")
         png = out / f"confusion_{slug}.png"

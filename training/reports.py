@@ -52,6 +52,33 @@ def plot_confusion_matrix(
         fig.savefig(tmp, format="png", dpi=120)
 
 
+def plot_reliability(labels: np.ndarray, curves: Mapping[str, np.ndarray], path: Path,
+                     title: str, n_bins: int) -> None:
+    """Reliability diagram: accuracy against mean confidence per confidence bin (the ECE's
+    bins), one line per set of probabilities; on the diagonal a model means what it says."""
+    fig = Figure(figsize=(5.5, 5.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    y = np.asarray(labels)
+    for name, probs in curves.items():
+        p = np.asarray(probs, dtype=np.float64)
+        confidence, correct = p.max(axis=1), (p.argmax(axis=1) == y)
+        bins = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+        used = [b for b in range(n_bins) if (bins == b).any()]
+        ax.plot([confidence[bins == b].mean() for b in used],
+                [correct[bins == b].mean() for b in used], marker="o", label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper left")
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+
+
 def metrics_markdown(results: Mapping[str, Mapping[str, Any]], title: str) -> str:
     """Markdown report: one summary row per subset, then a per-class table for each subset."""
     parts = [f"# {title}", MEDICAL_LINE, "## Summary", _summary_table(results)]
@@ -100,6 +127,15 @@ def _summary_notes(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
     if bins is not None:
         notes.append(f"- ECE: top-label, {bins} equal-width confidence bins.")
     for subset, m in results.items():
+        if m.get("temperature") is not None and m.get("ece_uncalibrated") is not None:
+            lo, hi = m["ece_uncalibrated_ci95"]
+            notes.append(f"- Calibration ({subset}): temperature {m['temperature']:.3f}, fitted "
+                         f"on the validation split; ECE {m['ece_uncalibrated']:.4f} "
+                         f"[{lo:.4f}, {hi:.4f}] before, {m['ece']:.4f} "
+                         f"[{m['ece_ci95'][0]:.4f}, {m['ece_ci95'][1]:.4f}] after.")
+        elif "temperature" in m and m["temperature"] is None:
+            notes.append(f"- Calibration ({subset}): none; this artifact carries no "
+                         "temperature (made before calibration existed).")
         if m.get("roc_auc_ovr_macro") is None and m.get("roc_auc_ovr_macro_reason"):
             notes.append(f"- ROC-AUC for {subset}: {m['roc_auc_ovr_macro_reason']}")
     return notes

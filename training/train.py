@@ -306,12 +306,15 @@ def train(config: TrainConfig, run_dir: Path, overwrite: bool = False,
     # What optimize/ and the runtimes start from: the best epoch, in float32.
     keras.mixed_precision.set_global_policy("float32")
     final = _load_best(run_dir, config, n_classes)
-    return _finish(run_dir, config, index, final, val_set, precision, replicas, finish_now)
+    return _finish(run_dir, config, index, final, train_set, val_set, precision, replicas,
+                   finish_now)
 
 
 def _finish(run_dir: Path, config: TrainConfig, index: DatasetIndex, model: keras.Model,
-            val_set: PreparedSet, precision: Precision, replicas: int,
+            train_set: PreparedSet, val_set: PreparedSet, precision: Precision, replicas: int,
             finished_early: bool = False) -> TrainResult:
+    from training.trust import classifier_weights, fit_trust, keras_with_features
+
     spec = config.preprocess
     probs = predict_prepared(model.predict_on_batch, val_set, spec, len(index.class_names), 64)
     val_accuracy = float(np.mean(probs.argmax(1) == val_set.labels))
@@ -324,8 +327,13 @@ def _finish(run_dir: Path, config: TrainConfig, index: DatasetIndex, model: kera
     _save_model(model, run_dir)
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
 
+    # The temperature and out-of-distribution statistics of the float32 model, which the
+    # Keras runtime applies; each optimized variant gets its own.
+    trust = fit_trust(keras_with_features(model), train_set, val_set, spec,
+                      classifier_weights(model), seed=config.seed)
+    trust_files, trust_extra = trust.write(run_dir)
     files = ["config.json", "split.json", "history.json", "training_log.csv", BEST_WEIGHTS,
-             MODEL_FILE, SAVED_MODEL_DIR]
+             MODEL_FILE, SAVED_MODEL_DIR, *trust_files]
     manifest = Manifest(
         model=config.arch.value,
         format="keras",
@@ -354,6 +362,7 @@ def _finish(run_dir: Path, config: TrainConfig, index: DatasetIndex, model: kera
             "versions": {"tensorflow": tf.__version__, "tf_keras": keras.__version__,
                          "python": platform.python_version()},
             "host": platform.node(),
+            **trust_extra,
         },
     )
     write_manifest(run_dir, manifest)

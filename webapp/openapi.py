@@ -57,6 +57,16 @@ _SCHEMAS: dict[str, Any] = {
             "image_size": {"type": "integer"},
             "class_names": {"type": "array", "items": {"type": "string"}},
             "gate": {"oneOf": [{"$ref": "#/components/schemas/Gate"}, {"type": "null"}]},
+            "temperature": {"type": ["number", "null"],
+                            "description": "The temperature its probabilities are calibrated "
+                                           "at (fitted on the validation split); null: "
+                                           "uncalibrated."},
+            "ood": {"type": ["object", "null"],
+                    "description": "Its out-of-distribution score: method, threshold and "
+                                   "false_flag_rate; null when it carries none.",
+                    "properties": {"method": {"type": "string"},
+                                   "threshold": {"type": "number"},
+                                   "false_flag_rate": {"type": ["number", "null"]}}},
             "gradcam": {"type": "boolean",
                         "description": "GET /api/v1/models only: whether ?gradcam=1 can add a "
                                        "heat map to this artifact's answers."},
@@ -89,13 +99,37 @@ _SCHEMAS: dict[str, Any] = {
             "notice": {"type": "string"},
         },
     },
+    "OODScore": {
+        "type": "object", "required": ["method", "score", "threshold", "flagged"],
+        "description": "The learned out-of-distribution score of the answering artifact: "
+                       "how far the slice's features lie from the training data (higher is "
+                       "farther); flagged above the threshold set on the validation split.",
+        "properties": {
+            "method": {"type": "string", "enum": ["mahalanobis", "energy", "msp"]},
+            "score": {"type": "number"},
+            "threshold": {"type": "number"},
+            "false_flag_rate": {"type": "number",
+                                "description": "Share of validation slices above the "
+                                               "threshold."},
+            "flagged": {"type": "boolean"},
+            "reason": {"type": ["string", "null"]},
+        },
+    },
     "OOD": {
-        "type": "object", "required": ["flagged", "reasons"],
+        "type": "object", "required": ["flagged", "reasons", "rules_flagged", "score_flagged",
+                                       "score"],
         "description": "Whether the input looks like a brain MRI slice at all; when flagged, "
                        "the prediction is about something the model was not made for.",
         "properties": {
             "flagged": {"type": "boolean"},
-            "reasons": {"type": "array", "items": {"type": "string"}},
+            "reasons": {"type": "array", "items": {"type": "string"},
+                        "description": "Every check that fired, in plain words."},
+            "rules_flagged": {"type": "boolean",
+                              "description": "The image checks (colour, background, ...) fired."},
+            "score_flagged": {"type": ["boolean", "null"],
+                              "description": "The learned score fired; null when the artifact "
+                                             "has no score."},
+            "score": {"oneOf": [{"$ref": "#/components/schemas/OODScore"}, {"type": "null"}]},
             "model_uncertain": {"type": "boolean"},
             "model_note": {"type": ["string", "null"]},
             "measures": {"type": "object"},
