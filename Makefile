@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help venv data ood-data train audit evaluate compare optimize ship bench results serve browser-deps test test-edge edge-check arm64-check lint clean
+.PHONY: help venv data ood-data ood-eval train audit evaluate compare optimize ship bench results serve browser-deps test test-edge edge-check arm64-check lint clean
 
 help:
 	@echo "make venv      create $(VENV) and install brainedge[$(EXTRAS)] (automatic on first use)"
@@ -32,6 +32,7 @@ help:
 	@echo "make audit     duplicate / leakage audit of DATA into $(REPORTS)/audit"
 	@echo "make evaluate  evaluate every trained run on DATA's test split"
 	@echo "make ood-data  the out-of-distribution evaluation set in $(OOD_SET) (brainedge data ood)"
+	@echo "make ood-eval  AUROC of each artifact's out-of-distribution score on that set"
 	@echo "make compare   one table comparing the trained runs"
 	@echo "make optimize  pruned / quantized TFLite and ONNX variants of each run, checked vs FP32"
 	@echo "make bench     latency / throughput / memory / accuracy of every artifact vs Keras FP32,"
@@ -102,14 +103,15 @@ bench: $(BIN)/.installed $(DATA_DEP)
 	  --out $(REPORTS)/bench $(BENCH_ARGS)
 	$(BIN)/brainedge bench report $(REPORTS)/bench --out $(REPORTS)/bench
 
-# Every results table the README shows, regenerated from the run folders and the bench JSON:
+# Every results table the README shows, regenerated from the run folders, the bench JSON and
+# the OOD reports of `make ood-eval`:
 # summary.md (what the README embeds), a page per table family, the plots. A missing input is
 # a note in the pages; RESULTS_ARGS=--strict makes it an error.
 RESULTS ?= docs/results
 RESULTS_ARGS ?=
 results: $(BIN)/.installed
 	$(BIN)/brainedge results --runs $(addprefix $(RUNS)/,$(MODELS)) --bench $(REPORTS)/bench \
-	  --audit $(REPORTS)/audit \
+	  --audit $(REPORTS)/audit --ood $(REPORTS)/ood \
 	  --out $(RESULTS) --readme README.md $(RESULTS_ARGS)
 
 # The clinic page and JSON API. SERVE_ARGS="--host 0.0.0.0 --port 8080", "--dev" for Flask's
@@ -135,6 +137,18 @@ ood-data: $(BIN)/.installed
 	    apt-get install -y -q --no-install-recommends mricron-data; \
 	fi
 	$(BIN)/brainedge data ood --data $(DATA) --out $(OOD_SET)
+
+# The out-of-distribution score of every optimized variant (and the run itself) on that set:
+# AUROC per group against DATA's test split, and the share of test slices flagged.
+OOD_VARIANTS ?= tflite-int8 tflite-fp32 onnx-int8
+ood-eval: $(BIN)/.installed
+	@for m in $(MODELS); do \
+	  for a in $(RUNS)/$$m $(addprefix $(RUNS)/$$m/optimized/,$(OOD_VARIANTS)); do \
+	    [ -d "$$a" ] || continue; \
+	    $(BIN)/brainedge evaluate-ood $$a --ood-set $(OOD_SET) --data "$(DATA)" \
+	      --out $(REPORTS)/ood/$$m/$$(basename $$a) || exit $$?; \
+	  done; \
+	done
 
 browser-deps:
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \

@@ -48,22 +48,27 @@ class _SeveralRuns(click.Command):
 @click.option("--audit", "audit_dir", type=click.Path(path_type=Path),
               default=Path("reports/audit"), show_default=True,
               help="Folder of `brainedge audit` (its audit.md becomes the data audit page).")
+@click.option("--ood", "ood_dir", type=click.Path(path_type=Path),
+              default=Path("reports/ood"), show_default=True,
+              help="Folder of `brainedge evaluate-ood` reports (every ood.json under it, as "
+                   "`make ood-eval` writes them) for the trust page.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               default=Path("docs/results"), show_default=True,
               help="Folder for summary.md, one page per table family, and the plots.")
 @click.option("--readme", type=click.Path(path_type=Path), default=None,
               help="Also embed the summary in this README, between its results markers.")
 @click.option("--strict", is_flag=True,
-              help="A missing input (unfinished run, no evaluation, no bench JSON) is an error "
-                   "instead of a note in the page.")
+              help="A missing input (unfinished run, no evaluation, no bench JSON, no OOD "
+                   "report) is an error instead of a note in the page.")
 @friendly_errors
-def results(run_dirs: tuple[Path, ...], bench_dir: Path, audit_dir: Path, out_dir: Path,
-            readme: Path | None, strict: bool) -> None:
-    """Regenerate every results table (training, evaluation, optimize, bench) from run folders
-    and bench JSON: Markdown pages that name their command and inputs, plus the bench plots."""
+def results(run_dirs: tuple[Path, ...], bench_dir: Path, audit_dir: Path, ood_dir: Path,
+            out_dir: Path, readme: Path | None, strict: bool) -> None:
+    """Regenerate every results table (training, evaluation, optimize, trust, bench) from run
+    folders, bench JSON and OOD reports: Markdown pages that name their command and inputs,
+    plus the bench plots."""
     from benchmarks.results import DEFAULT_RUNS, ResultsConfig, write_results
 
     config = ResultsConfig(runs=run_dirs or DEFAULT_RUNS, bench=bench_dir, audit=audit_dir,
-                           out=out_dir, readme=readme, strict=strict)
+                           ood=ood_dir, out=out_dir, readme=readme, strict=strict)
     for path in write_results(config):
         click.echo(f"wrote {path}")

@@ -17,10 +17,15 @@ from benchmarks.results import ResultsConfig, write_results
 from brainedge.errors import ConfigError
 from cli.results import results, spread_option
 from tests.test_bench_report import table_after, write_json, x86_doc
+from training.ood_eval import GroupResult, OODEvaluation
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
-PAGES = ("summary.md", "audit.md", "training.md", "evaluation.md", "optimize.md", "bench.md")
+PAGES = ("summary.md", "audit.md", "training.md", "evaluation.md", "optimize.md", "trust.md",
+         "bench.md")
+# Each artifact's temperature: the run's own, then its variants' (fitted on their own outputs).
+TEMPERATURES = {"run": 1.5, "tflite-fp32": 1.48, "tflite-int8": 1.31}
+METHODS = ("mahalanobis", "energy", "msp")
 
 
 # --------------------------------------------------------------------------------------------
@@ -59,14 +64,12 @@ def fake_run(root: Path, model: str, *, accuracy: float, evaluated: bool = True,
         "model": model, "format": "keras", "precision": "float32",
         "metrics": {"val_accuracy": accuracy - 0.01, "val_images": 571, "epochs_run": 20,
                     "seconds_per_epoch": 184.5, "params": 7_037_504},
-        "extra": {"training_precision": "mixed_bfloat16", "host": "box-2c"},
+        "files": {"model.keras": f"{model}-keras-sha"},
+        "extra": {"training_precision": "mixed_bfloat16", "host": "box-2c",
+                  **trust_extra(TEMPERATURES["run"])},
     })
     if evaluated:
-        results = {"full test": subset_metrics(1311, accuracy, [0.97, 0.83, 0.99, 0.96])}
-        if clean:
-            results["leakage-free test"] = subset_metrics(815, accuracy + 0.003,
-                                                          [0.96, 0.85, 0.92, 0.97])
-        write_json(run / "eval" / "metrics.json", {"model": model, "results": results})
+        write_eval(run, model, accuracy, TEMPERATURES["run"], clean=clean)
     if optimized:
         write_json(run / "optimized" / "summary.json", {"run_dir": str(run), "variants": [
             {"variant": "tflite-fp32", "size_bytes": 28_200_000, "gzip_bytes": 26_100_000,
@@ -77,7 +80,73 @@ def fake_run(root: Path, model: str, *, accuracy: float, evaluated: bool = True,
              "val_drop": 0.014, "val_agreement": 0.97, "tolerance": 0.01, "status": "failed"},
             {"variant": "onnx-int8", "status": "error", "error": "tf2onnx crashed"},
         ]})
+        for variant in ("tflite-fp32", "tflite-int8"):  # onnx-int8 failed: no folder
+            write_json(run / "optimized" / variant / "manifest.json", {
+                "model": model, "format": "tflite", "precision": variant[len("tflite-"):],
+                "files": {"model.tflite": f"{model}-{variant}-sha"}, "parent": str(run),
+                "extra": {"variant": variant, **trust_extra(TEMPERATURES[variant])}})
+        write_eval(run / "optimized" / "tflite-int8", model, accuracy - 0.02,
+                   TEMPERATURES["tflite-int8"], clean=False)
     return run
+
+
+def trust_extra(temperature: float) -> dict[str, Any]:
+    """A manifest's extra.calibration and extra.ood, as training/trust.py writes them."""
+    return {
+        "calibration": {"temperature": temperature, "fitted_on": "validation", "n": 571,
+                        "nll_before": 0.31, "nll_after": 0.24,
+                        "ece_before": 0.04 + temperature / 100, "ece_after": 0.017},
+        "ood": {"method": "mahalanobis", "file": "ood.npz", "threshold": 412.5,
+                "false_flag_rate": 0.01, "validation_flagged": 0.0088, "fit_images": 2000,
+                "threshold_images": 571, "features": 1024,
+                "covariance": "shared, Ledoit-Wolf shrinkage"},
+    }
+
+
+def write_eval(folder: Path, model: str, accuracy: float, temperature: float | None,
+               clean: bool = True) -> None:
+    """eval/metrics.json as `brainedge evaluate` writes it, calibrated at ``temperature``."""
+    results = {"full test": subset_metrics(1311, accuracy, [0.97, 0.83, 0.99, 0.96])}
+    if clean:
+        results["leakage-free test"] = subset_metrics(815, accuracy + 0.003,
+                                                      [0.96, 0.85, 0.92, 0.97])
+    for metrics in results.values():
+        metrics["temperature"] = temperature
+        if temperature is not None:
+            metrics["ece_uncalibrated"] = 0.02 + temperature / 20
+            metrics["ece_uncalibrated_ci95"] = [0.05, 0.11]
+    write_json(folder / "eval" / "metrics.json", {"model": model, "results": results})
+
+
+def ood_doc(artifact: Path | str, sha256: str, *, far: float = 0.991, near: float = 0.874,
+            flagged: float = 0.012) -> dict[str, Any]:
+    """ood.json as `brainedge evaluate-ood` writes it, through the same to_dict."""
+
+    def group(name: str, n: int, value: float) -> GroupResult:
+        aurocs = {m: value - 0.04 * i for i, m in enumerate(METHODS)}
+        return GroupResult(name, n, aurocs, {m: (a - 0.01, a + 0.005) for m, a in aurocs.items()},
+                           flagged=0.9, rules_flagged=0.25, rules_only=0.02)
+
+    rows = (group("near", 200, near), group("near/inverted", 50, near + 0.1),
+            group("near/other-mri", 150, near - 0.03), group("far", 120, far),
+            group("far/ct", 40, far - 0.01))
+    evaluation = OODEvaluation("mahalanobis", 412.5, METHODS, 1311, flagged, 0.004, rows, 1000)
+    return {"artifact": str(artifact), "sha256": sha256, "ood_set": "data/ood",
+            "data": "../shared/datasets/brain-tumor-mri", **evaluation.to_dict()}
+
+
+def write_ood_reports(ood: Path, runs: list[Path]) -> None:
+    """The Makefile's layout, OOD/RUN/ARTIFACT/ood.json, for three of the artifacts."""
+    dense = runs[0]
+    int8 = dense / "optimized" / "tflite-int8"
+    write_json(ood / "densenet121" / "densenet121" / "ood.json",
+               ood_doc(dense, "densenet121-keras-sha", far=0.97, near=0.86, flagged=0.01))
+    write_json(ood / "densenet121" / "tflite-int8" / "ood.json",
+               ood_doc(int8, "densenet121-tflite-int8-sha"))
+    # Evaluated from another folder: matched by the layout, not by the path it recorded.
+    write_json(ood / "vgg16" / "tflite-int8" / "ood.json",
+               ood_doc("elsewhere/tflite-int8", "vgg16-tflite-int8-sha", near=0.80,
+                       flagged=0.031))
 
 
 @pytest.fixture
@@ -89,12 +158,15 @@ def inputs(tmp_path: Path) -> tuple[list[Path], Path]:
     audit = bench.parent / "audit"
     audit.mkdir()
     (audit / "audit.md").write_text("# Duplicate and leakage audit\n\n479 of 1311 leak\n")
+    write_ood_reports(bench.parent / "ood", runs)
     return runs, bench
 
 
-def generate(runs: list[Path], bench: Path, out: Path, strict: bool = False) -> dict[str, str]:
+def generate(runs: list[Path], bench: Path, out: Path, strict: bool = False,
+             ood: Path | None = None) -> dict[str, str]:
+    """Every page; the audit and OOD reports are looked for beside ``bench`` unless told."""
     write_results(ResultsConfig(runs=tuple(runs), bench=bench, out=out, strict=strict,
-                                audit=bench.parent / "audit"))
+                                audit=bench.parent / "audit", ood=ood or bench.parent / "ood"))
     return {name: (out / name).read_text(encoding="utf-8") for name in PAGES}
 
 
@@ -228,7 +300,7 @@ def test_every_page_starts_with_the_command_and_the_sha256_of_what_it_read(input
     pages = generate(runs, bench, out)
     command = (f"brainedge results --runs {runs[0].as_posix()} {runs[1].as_posix()} "
                f"--bench {bench.as_posix()} --audit {(bench.parent / 'audit').as_posix()} "
-               f"--out {out.as_posix()}")
+               f"--ood {(bench.parent / 'ood').as_posix()} --out {out.as_posix()}")
     manifests = [f"- `{r.as_posix()}/manifest.json` sha256 `{sha(r / 'manifest.json')}`"
                  for r in runs]
     for name, md in pages.items():
@@ -257,7 +329,9 @@ def test_the_same_inputs_give_byte_identical_markdown(inputs, tmp_path):
     doc["results"]["full test"]["accuracy"] = 0.5
     write_json(metrics, doc)
     changed = generate(runs, bench, tmp_path / "out")
-    assert {n for n in PAGES if changed[n] != first[n]} == {"summary.md", "evaluation.md"}
+    # trust.md reads the evaluation too, for the test ECE.
+    assert {n for n in PAGES if changed[n] != first[n]} == {"summary.md", "evaluation.md",
+                                                           "trust.md"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,6 +392,175 @@ def test_strict_passes_when_every_input_is_there(inputs, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# Trust page: calibration and the out-of-distribution score
+
+
+def read(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def test_trust_calibration_rows_come_from_each_artifacts_manifest_and_evaluation(inputs,
+                                                                                 tmp_path):
+    runs, _ = inputs
+    md = generate(runs, tmp_path / "no-bench", tmp_path / "out")["trust.md"]
+    int8_dir = runs[0] / "optimized" / "tflite-int8"
+    cal = read(int8_dir / "manifest.json")["extra"]["calibration"]
+    full = read(int8_dir / "eval" / "metrics.json")["results"]["full test"]
+
+    rows = table_after(md, "## Calibration")
+    assert [(r["Model"], r["Artifact"]) for r in rows] == [
+        (model, artifact) for model in ("densenet121", "vgg16")
+        for artifact in ("run (Keras)", "tflite-fp32", "tflite-int8")]  # onnx-int8 failed
+    int8 = rows[2]
+    assert int8["Temperature"] == f"{cal['temperature']:.2f}" == "1.31"
+    assert int8["Val. ECE before → after"] == f"{cal['ece_before']:.3f} → {cal['ece_after']:.3f}"
+    assert int8["Val. NLL before → after"] == "0.310 → 0.240"
+    assert int8["Test ECE before [95% CI]"] == f"{full['ece_uncalibrated']:.3f} [0.050, 0.110]"
+    assert int8["Test ECE after [95% CI]"] == f"{full['ece']:.3f} [0.012, 0.025]"
+    assert int8["OOD score > threshold (val. flagged)"] == "mahalanobis > 412.5 (0.9%)"
+    assert rows[0]["Temperature"] == "1.50"  # the run's own, not its variants'
+    assert rows[1]["Test ECE before [95% CI]"] == "–"  # tflite-fp32 was never evaluated
+    assert "No `extra.calibration`" not in md and "Missing inputs" not in md
+
+
+def test_trust_ood_table_gives_the_chosen_scores_auroc_flagged_share_and_targets(inputs,
+                                                                                 tmp_path):
+    runs, bench = inputs
+    md = generate(runs, tmp_path / "no-bench", tmp_path / "out")["trust.md"]
+    doc = read(bench.parent / "ood" / "densenet121" / "tflite-int8" / "ood.json")
+    far = next(r for r in doc["rows"] if r["name"] == "far")
+    lo, hi = far["auroc_ci95"]["mahalanobis"]
+
+    rows = table_after(md, "## Out-of-distribution score")
+    # Run order, then artifact order; vgg16's report recorded another path: placed by folder.
+    assert [(r["Model"], r["Artifact"]) for r in rows] == [
+        ("densenet121", "run (Keras)"), ("densenet121", "tflite-int8"), ("vgg16", "tflite-int8")]
+    row = rows[1]
+    assert row["Far AUROC [95% CI]"] == (
+        f"{far['auroc']['mahalanobis']:.3f} [{lo:.3f}, {hi:.3f}] (n=120)")
+    assert row["Near AUROC [95% CI]"].startswith("0.874 [")
+    assert (row["Score"], row["Threshold"], row["Test flagged"], row["Test n"],
+            row["Targets"]) == ("mahalanobis", "412.5", "1.2%", "1311", "pass")
+    assert rows[2]["Targets"] == "miss: near, test flagged"  # near 0.80, 3.1% flagged
+    assert "Targets (far ≥ 0.95, near ≥ 0.85, test flagged ≤ 2%)" in md
+
+
+def test_trust_page_compares_every_score_and_breaks_the_edge_variant_down_by_kind(inputs,
+                                                                                 tmp_path):
+    runs, _ = inputs
+    md = generate(runs, tmp_path / "no-bench", tmp_path / "out")["trust.md"]
+
+    compared = [r for r in table_after(md, "## Scores compared")
+                if (r["Model"], r["Artifact"]) == ("densenet121", "tflite-int8")]
+    assert [(r["Score"], r["Chosen"]) for r in compared] == [
+        ("mahalanobis", "yes"), ("energy", "no"), ("msp", "no")]
+    assert compared[1]["Near AUROC [95% CI]"] == (
+        f"{0.874 - 0.04:.3f} [{0.874 - 0.05:.3f}, {0.874 - 0.035:.3f}]")
+    kinds = {r["Group / kind"]: r for r in table_after(md, "## By kind: densenet121 tflite-int8")}
+    assert list(kinds) == ["near", "near/inverted", "near/other-mri", "far", "far/ct"]
+    assert kinds["near/other-mri"]["AUROC mahalanobis [95% CI]"].startswith(f"{0.844:.3f} [")
+    assert (kinds["far/ct"]["Images"], kinds["far/ct"]["Flagged by rules"]) == ("40", "25.0%")
+
+
+def test_summary_has_one_trust_line_per_model_for_its_edge_variant(inputs, tmp_path):
+    runs, _ = inputs
+    summary = generate(runs, tmp_path / "no-bench", tmp_path / "out")["summary.md"]
+    cal = read(runs[0] / "optimized" / "tflite-int8" / "manifest.json")["extra"]["calibration"]
+
+    assert (f"- densenet121 tflite-int8: T = 1.31, validation ECE {cal['ece_before']:.3f} → "
+            f"{cal['ece_after']:.3f}; OOD (mahalanobis): far AUROC 0.991, near AUROC 0.874, "
+            "test slices flagged 1.2%; targets pass") in summary
+    assert "- vgg16 tflite-int8: T = 1.31" in summary
+    assert "near AUROC 0.800, test slices flagged 3.1%; targets miss: near, test flagged" in summary
+    assert "[calibration and out-of-distribution](trust.md)" in summary
+
+
+def test_a_changed_ood_report_changes_the_trust_page_and_the_summary_only(inputs, tmp_path):
+    runs, bench = inputs
+    no_bench, out = tmp_path / "no-bench", tmp_path / "out"
+    first = generate(runs, no_bench, out)
+    write_json(bench.parent / "ood" / "vgg16" / "tflite-int8" / "ood.json",
+               ood_doc("elsewhere/tflite-int8", "vgg16-tflite-int8-sha", near=0.9))
+
+    changed = generate(runs, no_bench, out)
+
+    assert {n for n in PAGES if changed[n] != first[n]} == {"summary.md", "trust.md"}
+    rows = table_after(changed["trust.md"], "## Out-of-distribution score")
+    assert (rows[2]["Near AUROC [95% CI]"][:5], rows[2]["Targets"]) == ("0.900", "pass")
+    assert generate(runs, no_bench, out) == changed  # and a rerun is byte-identical
+
+
+def test_missing_ood_reports_are_a_note_and_a_strict_error(inputs, tmp_path):
+    runs, bench = inputs
+    absent = tmp_path / "no-ood"
+    pages = generate(runs, tmp_path / "no-bench", tmp_path / "out", ood=absent)
+
+    note = f"no out-of-distribution evaluation: `{absent.as_posix()}` does not exist"
+    assert note in pages["trust.md"] and note in pages["summary.md"]
+    assert "make ood-eval" in pages["trust.md"]
+    assert "## Calibration" in pages["trust.md"]  # what was there is still shown
+    assert "## Out-of-distribution score" not in pages["trust.md"]
+    assert "- densenet121 tflite-int8: T = 1.31" in pages["summary.md"]
+    assert "OOD: not evaluated (`make ood-eval`)" in pages["summary.md"]
+
+    broken = tmp_path / "broken-ood" / "vgg16" / "tflite-int8" / "ood.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("{not json")
+    md = generate(runs, tmp_path / "no-bench", tmp_path / "out", ood=broken.parents[2])["trust.md"]
+    assert f"`{broken.as_posix()}` is not a `brainedge evaluate-ood` report" in md
+
+    with pytest.raises(ConfigError) as info:
+        generate(runs, bench, tmp_path / "strict", strict=True, ood=absent)
+    assert str(info.value) == f"missing inputs (--strict):\n- {note} (`make ood-eval` writes " \
+        "it, one `brainedge evaluate-ood` per artifact)"
+    assert not (tmp_path / "strict").exists()
+
+
+def test_artifacts_from_before_calibration_show_dashes_and_a_note(tmp_path):
+    run = fake_run(tmp_path / "runs", "vgg16", accuracy=0.87)
+    manifest = read(run / "manifest.json")
+    del manifest["extra"]["calibration"], manifest["extra"]["ood"]
+    write_json(run / "manifest.json", manifest)
+    write_json(run / "eval" / "metrics.json",  # an evaluate from before temperatures
+               {"model": "vgg16", "results": {"full test": subset_metrics(1311, 0.87, [0.9] * 4)}})
+    write_json(run / "optimized" / "tflite-fp32" / "manifest.json",
+               {"model": "vgg16", "format": "tflite", "extra": {"variant": "tflite-fp32"}})
+    write_eval(run / "optimized" / "tflite-int8", "vgg16", 0.85, 1.2, clean=False)
+
+    pages = generate([run], tmp_path / "no-bench", tmp_path / "out", ood=tmp_path / "no-ood")
+
+    md = pages["trust.md"]
+    rows = {r["Artifact"]: r for r in table_after(md, "## Calibration")}
+    for artifact in ("run (Keras)", "tflite-fp32"):
+        for column in ("Temperature", "Val. ECE before → after", "Val. n",
+                       "OOD score > threshold (val. flagged)"):
+            assert rows[artifact][column] == "–", (artifact, column)
+    # Uncalibrated, the evaluation's ECE is the "before" one; there is no "after".
+    assert rows["run (Keras)"]["Test ECE before [95% CI]"] == "0.018 [0.012, 0.025]"
+    assert rows["run (Keras)"]["Test ECE after [95% CI]"] == "–"
+    assert ("No `extra.calibration` in the manifest of vgg16 run (Keras), vgg16 tflite-fp32: "
+            "made before calibration") in md
+    int8 = (run / "optimized" / "tflite-int8").as_posix()
+    assert (f"vgg16 tflite-int8 was evaluated at temperature 1.20, its manifest now holds 1.31: "
+            f"re-run `brainedge evaluate {int8}`") in md
+
+
+def test_a_report_of_an_older_build_is_noted_and_others_follow_the_runs(inputs, tmp_path):
+    runs, bench = inputs
+    ood = bench.parent / "ood"
+    stale = write_json(ood / "densenet121" / "tflite-int8" / "ood.json",
+                       ood_doc(runs[0] / "optimized" / "tflite-int8", "an-older-build-sha"))
+    write_json(ood / "shipped" / "ood.json", ood_doc("models/densenet121", "shipped-sha"))
+
+    md = generate(runs, tmp_path / "no-bench", tmp_path / "out")["trust.md"]
+
+    assert f"`{stale.as_posix()}` measured a model file with sha256 an-older-bui…" in md
+    rows = table_after(md, "## Out-of-distribution score")
+    assert len(rows) == 4
+    assert (rows[-1]["Model"], rows[-1]["Artifact"]) == ("–", "`models/densenet121`")
+
+
+# --------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -330,6 +573,20 @@ def test_results_command_takes_several_run_folders_after_one_runs_option(inputs,
     assert f"wrote {out / 'summary.md'}" in result.output
     rows = table_after((out / "summary.md").read_text(), "## Accuracy")
     assert [r["Model"] for r in rows] == ["densenet121", "vgg16"]
+
+
+def test_results_command_reads_the_ood_reports_of_its_ood_option(inputs, tmp_path):
+    runs, bench = inputs
+    ood, out = bench.parent / "ood", tmp_path / "out"
+    result = CliRunner().invoke(results, ["--runs", str(runs[0]), str(runs[1]), "--bench",
+                                          str(tmp_path / "no-bench"), "--ood", str(ood),
+                                          "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out / 'trust.md'}" in result.output
+    trust = (out / "trust.md").read_text()
+    assert f"--ood {ood.as_posix()} --out" in trust.splitlines()[0]
+    assert len(table_after(trust, "## Out-of-distribution score")) == 3
+    assert "--ood" in CliRunner().invoke(results, ["--help"]).output
 
 
 def test_results_command_strict_failure_is_a_one_line_error(tmp_path):

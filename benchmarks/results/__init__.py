@@ -1,5 +1,6 @@
-"""``brainedge results``: every results table the README shows, regenerated from the run folders
-and the bench JSON into one folder of Markdown pages plus the bench plots.
+"""``brainedge results``: every results table the README shows, regenerated from the run folders,
+the bench JSON and the out-of-distribution reports into one folder of Markdown pages plus the
+bench plots.
 
 The README's numbers then come from a command instead of being pasted by hand. Each page
 starts by naming the command that made it and the sha256 of every input it read, and the
@@ -22,13 +23,16 @@ from benchmarks.results.inputs import (
     OPTIMIZE_SUMMARY,
     BenchInputs,
     InputFile,
+    OODInputs,
     RunFolder,
     read_bench,
+    read_ood,
     read_run_folder,
 )
 from benchmarks.results.optimize import optimize_markdown
 from benchmarks.results.summary import summary_markdown
 from benchmarks.results.training import training_markdown
+from benchmarks.results.trust import trust_inputs, trust_markdown
 from brainedge.errors import ConfigError
 from brainedge.manifest import MANIFEST_NAME, atomic_path
 
@@ -37,6 +41,7 @@ DEFAULT_MODELS = ("vgg16", "densenet121")
 DEFAULT_RUNS = tuple(Path("runs") / model for model in DEFAULT_MODELS)
 DEFAULT_BENCH = Path("reports/bench")
 DEFAULT_AUDIT = Path("reports/audit")
+DEFAULT_OOD = Path("reports/ood")  # `make ood-eval` writes MODEL/ARTIFACT/ood.json there
 AUDIT_PAGE = "audit.md"  # written by `brainedge audit`; copied with its provenance
 DEFAULT_OUT = Path("docs/results")
 SUMMARY_NAME = "summary.md"
@@ -46,6 +51,7 @@ PAGES = {
     "training.md": "training",
     "evaluation.md": "evaluation",
     "optimize.md": "optimized variants",
+    "trust.md": "calibration and out-of-distribution",
     "bench.md": "benchmarks",
 }
 
@@ -56,6 +62,7 @@ class ResultsConfig:
     bench: Path = DEFAULT_BENCH
     out: Path = DEFAULT_OUT
     audit: Path = DEFAULT_AUDIT
+    ood: Path = DEFAULT_OOD
     readme: Path | None = None  # also embed the summary there, between the markers
     strict: bool = False
 
@@ -68,6 +75,7 @@ class ResultsConfig:
         object.__setattr__(self, "runs", runs)
         object.__setattr__(self, "bench", Path(self.bench))
         object.__setattr__(self, "audit", Path(self.audit))
+        object.__setattr__(self, "ood", Path(self.ood))
         if self.readme is not None:
             object.__setattr__(self, "readme", Path(self.readme))
         object.__setattr__(self, "out", Path(self.out))
@@ -77,7 +85,7 @@ class ResultsConfig:
         """The command as a reader would type it, for each page's first line."""
         words = ["brainedge", "results", "--runs", *(r.as_posix() for r in self.runs),
                  "--bench", self.bench.as_posix(), "--audit", self.audit.as_posix(),
-                 "--out", self.out.as_posix()]
+                 "--ood", self.ood.as_posix(), "--out", self.out.as_posix()]
         words += ["--readme", self.readme.as_posix()] if self.readme else []
         return shlex.join(words + (["--strict"] if self.strict else []))
 
@@ -90,8 +98,9 @@ def write_results(config: ResultsConfig) -> list[Path]:
     """
     runs = [read_run_folder(path) for path in config.runs]
     bench = read_bench(config.bench)
+    ood = read_ood(config.ood)
     audit_body, audit_inputs, audit_problem = _audit_page(config.audit)
-    missing = _missing(runs, bench) + ([audit_problem] if audit_problem else [])
+    missing = _missing(runs, bench, ood) + ([audit_problem] if audit_problem else [])
     if config.strict and missing:
         raise ConfigError("missing inputs (--strict):\n" + "\n".join(f"- {m}" for m in missing))
     out = config.out
@@ -101,10 +110,12 @@ def write_results(config: ResultsConfig) -> list[Path]:
         "training.md": (training_markdown(runs), _files(runs, MANIFEST_NAME)),
         "evaluation.md": (evaluation_markdown(runs), _files(runs, MANIFEST_NAME, EVAL_METRICS)),
         "optimize.md": (optimize_markdown(runs), _files(runs, OPTIMIZE_SUMMARY)),
+        "trust.md": (trust_markdown(runs, ood), trust_inputs(runs, ood)),
         "bench.md": (_bench_markdown(bench, out), bench.files),
     }
     every_input = [f for _, files in pages.values() for f in files]
-    pages = {SUMMARY_NAME: (summary_markdown(runs, bench, missing, PAGES), every_input), **pages}
+    summary = summary_markdown(runs, bench, ood, missing, PAGES)
+    pages = {SUMMARY_NAME: (summary, every_input), **pages}
     written = []
     for name, (body, inputs) in pages.items():
         target = out / name
@@ -129,9 +140,9 @@ def provenance(command: str, inputs: Iterable[InputFile]) -> str:
     return "\n".join(lines)
 
 
-def _missing(runs: Sequence[RunFolder], bench: BenchInputs) -> list[str]:
+def _missing(runs: Sequence[RunFolder], bench: BenchInputs, ood: OODInputs) -> list[str]:
     notes = [note for run in runs for note in dict.fromkeys(run.problems.values())]
-    return notes + ([bench.problem] if bench.problem else [])
+    return notes + ([bench.problem] if bench.problem else []) + list(ood.problems)
 
 
 def _files(runs: Sequence[RunFolder], *names: str) -> list[InputFile]:

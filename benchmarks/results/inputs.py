@@ -1,6 +1,7 @@
 """What ``brainedge results`` reads: each run folder's manifest, config, history, evaluation and
-optimize summary, and the bench JSON. Nothing is required: a missing or unreadable input
-becomes a problem note for the table that needed it, never an exception."""
+optimize summary, each optimized variant's manifest and evaluation, the bench JSON and the
+``evaluate-ood`` reports. Nothing is required: a missing or unreadable input becomes a problem
+note for the table that needed it, never an exception."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from brainedge.manifest import MANIFEST_NAME, sha256_file
 # Where `brainedge evaluate` and `brainedge optimize` write by default, inside a run folder.
 EVAL_METRICS = "eval/metrics.json"
 OPTIMIZE_SUMMARY = "optimized/summary.json"
+OPTIMIZED = "optimized"  # each variant's folder, named after it, sits in here
+OOD_REPORT = "ood.json"  # written by `brainedge evaluate-ood`, one per artifact
 FULL_TEST, CLEAN_TEST = "full test", "leakage-free test"
 # The table families; a run's problems are keyed by the one they leave incomplete.
 TRAINING, EVALUATION, OPTIMIZE, BENCH = "training", "evaluation", "optimize", "bench"
@@ -31,6 +34,17 @@ class InputFile:
     note: str = ""  # e.g. the machine a bench file was measured on
 
 
+@dataclass(frozen=True)
+class Artifact:
+    """Something deployable a run made: its own Keras model or one optimized variant."""
+
+    path: Path
+    variant: str | None  # None for the run's own model
+    manifest: dict[str, Any] | None
+    metrics: dict[str, Any] | None  # its eval/metrics.json "results", when it was evaluated
+    files: tuple[InputFile, ...] = ()  # what was read for it, for the page's provenance
+
+
 @dataclass
 class RunFolder:
     path: Path
@@ -41,6 +55,7 @@ class RunFolder:
     optimized: list[dict[str, Any]] | None = None  # optimized/summary.json "variants"
     files: dict[str, InputFile] = field(default_factory=dict)  # EVAL_METRICS etc. -> file
     problems: dict[str, str] = field(default_factory=dict)  # table family -> what is missing
+    artifacts: list[Artifact] = field(default_factory=list)  # the run itself, then variants
 
     @property
     def name(self) -> str:
@@ -57,6 +72,20 @@ class BenchInputs:
     skipped: list[str]
     files: list[InputFile]
     problem: str | None = None
+
+
+@dataclass(frozen=True)
+class OODReport:
+    path: Path  # the ood.json
+    doc: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OODInputs:
+    folder: Path
+    reports: tuple[OODReport, ...] = ()
+    files: tuple[InputFile, ...] = ()
+    problems: tuple[str, ...] = ()
 
 
 def read_run_folder(path: Path) -> RunFolder:
@@ -97,7 +126,23 @@ def read_run_folder(path: Path) -> RunFolder:
         )
     else:
         run.optimized = list(summary.get("variants") or [])
+    run.artifacts = [Artifact(run.path, None, run.manifest, run.metrics, tuple(
+        run.files[rel] for rel in (MANIFEST_NAME, EVAL_METRICS) if rel in run.files))]
+    run.artifacts += [_read_variant(run, str(v["variant"])) for v in run.optimized or []
+                      if isinstance(v, dict) and isinstance(v.get("variant"), str)
+                      and (run.path / OPTIMIZED / v["variant"] / MANIFEST_NAME).is_file()]
     return run
+
+
+def _read_variant(run: RunFolder, variant: str) -> Artifact:
+    # A variant that failed to build has no folder and is skipped by the caller: the optimize
+    # page already says why. An unreadable manifest is kept as a row of dashes.
+    rels = [f"{OPTIMIZED}/{variant}/{MANIFEST_NAME}", f"{OPTIMIZED}/{variant}/{EVAL_METRICS}"]
+    manifest, _ = _read(run, rels[0])
+    metrics, _ = _read(run, rels[1])
+    return Artifact(run.path / OPTIMIZED / variant, variant, manifest,
+                    None if metrics is None else metrics.get("results") or {},
+                    tuple(run.files[rel] for rel in rels if rel in run.files))
 
 
 def problem_lines(runs: Sequence[RunFolder], family: str) -> list[str]:
@@ -125,6 +170,30 @@ def read_bench(folder: Path) -> BenchInputs:
         for doc in docs
     ]
     return BenchInputs(docs, skipped, files)
+
+
+def read_ood(folder: Path) -> OODInputs:
+    """Every ood.json under ``folder``, in path order: ``make ood-eval`` writes
+    MODEL/ARTIFACT/ood.json, a bare ``brainedge evaluate-ood`` ARTIFACT/ood.json."""
+    folder = Path(folder)
+    shown = folder.as_posix()
+    if not folder.is_dir():
+        return OODInputs(folder, problems=(
+            f"no out-of-distribution evaluation: `{shown}` does not exist (`make ood-eval` "
+            "writes it, one `brainedge evaluate-ood` per artifact)",))
+    reports, files, problems = [], [], []
+    for path in sorted(folder.rglob(OOD_REPORT)):
+        doc = _json_or_none(path)
+        if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
+            problems.append(f"`{path.as_posix()}` is not a `brainedge evaluate-ood` report: "
+                            "re-run `make ood-eval`")
+            continue
+        reports.append(OODReport(path, doc))
+        files.append(InputFile(path.as_posix(), sha256_file(path)))
+    if not reports and not problems:
+        problems.append(f"no out-of-distribution evaluation: `{shown}` holds no {OOD_REPORT} "
+                        "(`make ood-eval` writes one per artifact)")
+    return OODInputs(folder, tuple(reports), tuple(files), tuple(problems))
 
 
 def machine_text(doc: dict[str, Any]) -> str:

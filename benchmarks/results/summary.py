@@ -1,5 +1,6 @@
 """``summary.md`` of ``brainedge results``: the few numbers the README embeds, accuracy per
-model, what int8 costs in accuracy and what it gains in speed, with links to the full pages."""
+model, what int8 costs in accuracy and what it gains in speed, how far its probabilities and
+its out-of-distribution score can be trusted, with links to the full pages."""
 
 from __future__ import annotations
 
@@ -13,19 +14,22 @@ from benchmarks.results.inputs import (
     CLEAN_TEST,
     FULL_TEST,
     BenchInputs,
+    OODInputs,
     RunFolder,
 )
 from benchmarks.results.optimize import variant_row
+from benchmarks.results.trust import trust_summary
 from brainedge.tables import markdown_table
 
 
-def summary_markdown(runs: Sequence[RunFolder], bench: BenchInputs, missing: Sequence[str],
-                     pages: Mapping[str, str]) -> str:
+def summary_markdown(runs: Sequence[RunFolder], bench: BenchInputs, ood: OODInputs,
+                     missing: Sequence[str], pages: Mapping[str, str]) -> str:
     """``missing`` notes every input not found; ``pages`` maps each detail page's file name
     to its title, for the links."""
     parts = ["# BrainEdge results", "## Accuracy", _accuracy_table(runs),
              f"## Edge variant ({TARGET_VARIANT})", _int8_table(runs),
              f"## Speed-up of {TARGET_VARIANT} over Keras FP32 (e2e p50)", _speed_table(bench),
+             "## Trust (calibration, out-of-distribution score)", trust_summary(runs, ood),
              "Full tables: " + " · ".join(f"[{title}]({name})" for name, title in pages.items())]
     if missing:
         parts.append("**Missing inputs**, left out rather than guessed:\n\n"
