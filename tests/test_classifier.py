@@ -37,9 +37,9 @@ def _copy(artifact: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("variant", ["tflite-fp32", "onnx-fp32", "tflite-int8", "onnx-int8"])
-def test_artifacts_classify_like_the_keras_parent(optimized_run, trained_run, phantom_data,
+def test_artifacts_classify_like_the_keras_parent(optimized_run, learned_run, phantom_data,
                                                   variant):
-    parent = load_classifier(trained_run)
+    parent = load_classifier(learned_run)
     child = load_classifier(optimized_run / variant)
     assert child.class_names == parent.class_names
     assert child.spec == parent.spec  # preprocessing comes from the manifests, identical

@@ -282,6 +282,22 @@ def test_onnx_int8_has_qdq_nodes_and_agrees_on_argmax(
     assert argmax_agreement(run_onnx(data, batch[0]), batch[1]) >= 0.9
 
 
+def test_onnx_int8_weights_keep_to_7_bits_so_avx2_cannot_saturate(onnx_fp32, calibration) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    from optimize.convert import onnx_to_int8
+
+    graph = onnx.load_from_string(onnx_to_int8(onnx_fp32, calibration)).graph
+    initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    weights = [initializers[node.input[0]] for node in graph.node
+               if node.op_type == "DequantizeLinear" and node.input[0] in initializers
+               and initializers[node.input[0]].dtype == np.int8]
+    assert weights, "no int8 weight feeds a DequantizeLinear"
+    # Full 8 bits reach -127/127; reduce_range keeps every weight within [-64, 63].
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
+
+
 def test_onnx_int8_warns_and_still_quantizes_when_pre_processing_fails(
     onnx_fp32, calibration, monkeypatch, caplog
 ) -> None:

@@ -124,16 +124,12 @@ def densenet121():
 
 @pytest.fixture(scope="module")
 def short_densenet():
-    """DenseNet121's own construction with 2/1/1/1 building blocks per dense block instead of
-    6/12/24/16 (two in the first for a concatenation of a concatenation): DenseNet121's layer
-    kinds and connections in a seventh of its layers.
+    """DenseNet121 with fewer building blocks (conftest): QAT on the full network (wrapping, one
+    training step, int8 conversion) costs minutes."""
+    from tests.conftest import short_densenet_backbone
 
-    QAT on the full network (wrapping, one training step, int8 conversion) costs minutes;
-    ``_qat_layer_kinds`` checks that the short one meets everything the full one does.
-    """
-    from tf_keras.src.applications.densenet import DenseNet
-
-    base = DenseNet([2, 1, 1, 1], include_top=False, weights=None, input_shape=(SIZE, SIZE, 3))
+    base = short_densenet_backbone(include_top=False, weights=None,
+                                   input_shape=(SIZE, SIZE, 3))
     return _head(base.input, base.output)
 
 
@@ -365,14 +361,17 @@ def _qat_layer_kinds(model) -> set[tuple[str, tuple[str, ...], bool | None]]:
     return kinds
 
 
-def test_densenet_qat_trains_a_step_and_converts_to_int8_tflite(densenet121, short_densenet):
+def test_the_short_densenet_has_every_layer_kind_of_densenet121(densenet121, short_densenet):
+    """It stands in for DenseNet121 in the QAT test below and in test_train's fine-tuning test:
+    the same layer kinds, fed by the same kinds of layers, each quantized the same way."""
+    assert _qat_layer_kinds(short_densenet) == _qat_layer_kinds(densenet121)
+
+
+def test_densenet_qat_trains_a_step_and_converts_to_int8_tflite(short_densenet):
     from optimize.prune import sparsity_report
     from optimize.qat import OutputQuantizeConfig, quantize_aware
     from runtime.preprocess import scale
 
-    # The short DenseNet stands in for DenseNet121: the same layer kinds, fed by the same
-    # kinds of layers, each quantized the same way.
-    assert _qat_layer_kinds(short_densenet) == _qat_layer_kinds(densenet121)
     spec = _spec("densenet121")
     one_batch = _prepared(8)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from tests.conftest import PROJECT_ROOT
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
-EPOCHS = 6
+EPOCHS = 4
 
 
 def _env() -> dict[str, str]:
@@ -34,7 +35,7 @@ def _env() -> dict[str, str]:
 
 def _train_cmd(data: Path, run_dir: Path) -> list[str]:
     return [sys.executable, "-m", "cli", "train", "--data", str(data),
-            "--model", "vgg16", "--preset", "demo", "--image-size", "48",
+            "--model", "vgg16", "--preset", "demo", "--image-size", "32",
             "--epochs", str(EPOCHS), "--batch-size", "4", "--precision", "float32",
             "--early-stopping-patience", "100", "--no-tensorboard", "--run-dir", str(run_dir)]
 
@@ -64,9 +65,22 @@ def _kill_after_epochs(data: Path, run_dir: Path, epochs: int) -> list[int]:
     return _logged_epochs(run_dir)
 
 
-def test_killed_run_resumes_from_its_last_epoch(phantom_data: Path, tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    before = _kill_after_epochs(phantom_data, run_dir, 2)
+@pytest.fixture(scope="module")
+def killed_run(phantom_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One run killed after 2 of its epochs; each test resumes or finishes a copy of it."""
+    run_dir = tmp_path_factory.mktemp("killed") / "run"
+    _kill_after_epochs(phantom_data, run_dir, 2)
+    return run_dir
+
+
+def _copy_of(killed_run: Path, tmp_path: Path) -> tuple[Path, list[int]]:
+    run_dir = shutil.copytree(killed_run, tmp_path / "run")
+    return run_dir, _logged_epochs(run_dir)
+
+
+def test_killed_run_resumes_from_its_last_epoch(phantom_data: Path, killed_run: Path,
+                                                tmp_path: Path) -> None:
+    run_dir, before = _copy_of(killed_run, tmp_path)
 
     done = subprocess.run(_train_cmd(phantom_data, run_dir), env=_env(), capture_output=True,
                           text=True, timeout=600)
@@ -85,9 +99,9 @@ def test_killed_run_resumes_from_its_last_epoch(phantom_data: Path, tmp_path: Pa
 
 
 def test_finish_now_ends_an_interrupted_run_at_its_best_epoch(phantom_data: Path,
+                                                              killed_run: Path,
                                                               tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    before = _kill_after_epochs(phantom_data, run_dir, 1)
+    run_dir, before = _copy_of(killed_run, tmp_path)
 
     done = subprocess.run([*_train_cmd(phantom_data, run_dir), "--finish-now"], env=_env(),
                           capture_output=True, text=True, timeout=600)

@@ -29,7 +29,7 @@ def test_training_runs_on_a_subset_of_the_shared_dataset(
     from training.train import train
 
     # The tiny VGG16 run: what is tested here is the real data, not the architecture
-    # (DenseNet121's own end-to-end run is test_train's frozen-base fine-tuning test).
+    # (test_train trains a DenseNet, frozen base then fine-tuning, on the phantoms).
     config = tiny_train_config(shared_dataset, epochs=1, max_train_images=64)
     result = train(config, tmp_path / "shared")
     manifest = load_manifest(result.run_dir)

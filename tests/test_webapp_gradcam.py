@@ -1,5 +1,5 @@
 """The web app's optional Grad-CAM (``BRAINEDGE_GRADCAM``): the optimized variants of the
-session's tiny VGG16 run get heat maps from the run's float32 Keras model; the page always
+session's learned DenseNet run get heat maps from the run's float32 Keras model; the page always
 shows one, the API only when asked; an artifact whose parent run is not on the server is
 served without one, and says why; with Grad-CAM on but no TensorFlow, the server does not
 start."""
@@ -28,7 +28,8 @@ from webapp import create_app
 from webapp.config import ServeConfig
 
 SECRET = "secret-key-for-tests-0123456789"
-INT8, ONNX, RUN = "vgg16-tflite-int8", "vgg16-onnx-fp32", "vgg16-keras-float32"
+INT8, ONNX, RUN = ("densenet121-tflite-int8", "densenet121-onnx-fp32",
+                   "densenet121-keras-float32")
 PARENT_CAPTION = ("Grad-CAM (from the FP32 Keras parent, explains the parent, not necessarily "
                   "the int8 model)")
 
@@ -79,19 +80,19 @@ def variants(optimized_run: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def client(variants: tuple[Path, Path], trained_run: Path) -> Any:
+def client(variants: tuple[Path, Path], learned_run: Path) -> Any:
     # threads stays unset: TensorFlow already runs in this test process and cannot switch.
-    config = ServeConfig((*variants, trained_run), secret_key=SECRET, gradcam=True)
+    config = ServeConfig((*variants, learned_run), secret_key=SECRET, gradcam=True)
     return create_app({"TESTING": True}, config=config).test_client()
 
 
 @pytest.fixture(scope="module")
-def parent_cam(trained_run: Path) -> Any:
+def parent_cam(learned_run: Path) -> Any:
     """The expected maps, from a GradCam of its own over an independently loaded parent."""
     from runtime import load_classifier
     from runtime.gradcam import GradCam
 
-    classifier = load_classifier(trained_run)
+    classifier = load_classifier(learned_run)
     return classifier, GradCam(classifier.predictor.model)
 
 
@@ -135,7 +136,7 @@ def test_the_page_shows_the_parent_gradcam_for_the_predicted_class(client, paren
     uri = re.search(r'id="gradcam" src="data:image/png;base64,([^"]+)"', html)
     assert uri, "no Grad-CAM image on the page"
     shown = _decode_rgb(uri.group(1))
-    assert shown.shape == (32, 32, 3)
+    assert shown.shape == (64, 64, 3)
     label = re.search(r'id="prediction-label">([^<]+)<', html).group(1)
     expected = _expected_overlay(parent_cam, decode_image(encode(image)), label)
     assert np.abs(shown.astype(int) - expected.astype(int)).max() <= 2
@@ -196,9 +197,9 @@ def _gradcam_listing(app: Any) -> dict[str, Any]:
 
 @pytest.mark.tf
 def test_a_parent_run_moved_away_is_reported_and_the_server_still_starts(
-        variants, trained_run: Path, tmp_path: Path) -> None:
+        variants, learned_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
+    shutil.copytree(learned_run, run)
     artifact = _copy_with_parent(variants[0], run, tmp_path / "tflite-int8")
     config = ServeConfig((artifact,), secret_key=SECRET, gradcam=True)
     # First with the run in place: the copy itself is fine, only the move below matters.
@@ -224,10 +225,10 @@ def test_a_parent_run_moved_away_is_reported_and_the_server_still_starts(
 
 
 @pytest.mark.tf
-def test_a_retrained_parent_is_not_used_to_explain(variants, trained_run: Path,
+def test_a_retrained_parent_is_not_used_to_explain(variants, learned_run: Path,
                                                   tmp_path: Path) -> None:
     run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
+    shutil.copytree(learned_run, run)
     artifact = _copy_with_parent(variants[0], run, tmp_path / "tflite-int8")
     manifest = run / MANIFEST_NAME
     manifest.write_text(manifest.read_text() + "\n")  # another manifest at the same path

@@ -1,5 +1,5 @@
 """The web app serving real optimized variants (TFLite int8/fp32 through LiteRT, ONNX through
-ONNX Runtime) of the session's tiny VGG16 run. Building them needs TensorFlow; serving them
+ONNX Runtime) of the session's learned DenseNet run. Building them needs TensorFlow; serving them
 must not, which the subprocess test checks."""
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ def client(variants: tuple[Path, ...]):
 def test_every_variant_answers_the_api_with_its_format_and_precision(client) -> None:
     models = client.get("/api/v1/models").get_json()
     names = [m["name"] for m in models["models"]]
-    assert names == [f"vgg16-{v}" for v in VARIANTS]
-    assert models["default"] == "vgg16-tflite-int8"
-    expected = {"vgg16-tflite-int8": ("tflite", "int8", "litert"),
-                "vgg16-tflite-fp32": ("tflite", "fp32", "litert"),
-                "vgg16-onnx-fp32": ("onnx", "fp32", "onnxruntime")}
+    assert names == [f"densenet121-{v}" for v in VARIANTS]
+    assert models["default"] == "densenet121-tflite-int8"
+    expected = {"densenet121-tflite-int8": ("tflite", "int8", "litert"),
+                "densenet121-tflite-fp32": ("tflite", "fp32", "litert"),
+                "densenet121-onnx-fp32": ("onnx", "fp32", "onnxruntime")}
     for name in names:
         response = client.post("/api/v1/predict", query_string={"model": name},
                                **multipart(encode(phantom("glioma", 3, 64))))
@@ -55,19 +55,19 @@ def test_every_variant_answers_the_api_with_its_format_and_precision(client) -> 
         body = response.get_json()
         m = body["model"]
         assert (m["format"], m["precision"], m["backend"]) == expected[name]
-        assert m["image_size"] == 32
+        assert m["image_size"] == 64
         assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=0.02)
         assert body["class"] in body["probabilities"] and body["notice"] == MEDICAL_NOTICE
 
 
-def test_the_page_shows_the_32px_model_input_of_an_int8_variant(client) -> None:
+def test_the_page_shows_the_64px_model_input_of_an_int8_variant(client) -> None:
     token = csrf_from(client.get("/").get_data(as_text=True))
     response = client.post("/", **multipart(encode(phantom("meningioma", 1, 128)),
-                                            csrf_token=token, model="vgg16-tflite-int8"))
+                                            csrf_token=token, model="densenet121-tflite-int8"))
     html = response.get_data(as_text=True)
     assert response.status_code == 200
     assert 'id="prediction-label"' in html and "int8" in html
-    assert "32 x 32 px" in " ".join(html.split())  # the figure caption
+    assert "64 x 64 px" in " ".join(html.split())  # the figure caption
 
 
 def test_concurrent_requests_get_the_same_answers_as_sequential_ones(client) -> None:
