@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help venv data ood-data ood-eval train audit evaluate compare optimize ship bench results serve browser-deps test test-edge edge-check arm64-check lint clean
+.PHONY: help venv data ood-data ood-eval train train-deps audit evaluate compare optimize ship bench results serve browser-deps test test-edge edge-check arm64-check lint clean
 
 help:
 	@echo "make venv      create $(VENV) and install brainedge[$(EXTRAS)] (automatic on first use)"
@@ -43,6 +43,7 @@ help:
 	@echo "make serve     the page and JSON API on http://127.0.0.1:8000 (SERVE_ARTIFACT, SERVE_ARGS)"
 	@echo "make test      run the test suite;  make lint: ruff"
 	@echo "make browser-deps  Debian chromium + chromedriver for the browser test (apt-get)"
+	@echo "make train-deps    tcmalloc for faster CPU training (apt-get libtcmalloc-minimal4)"
 	@echo "make edge-check  install only brainedge[edge] in $(EDGE_VENV) and run the TF-free tests"
 	@echo "make arm64-check  the edge install on emulated Pi 4/5 CPUs (QEMU), compared with x86_64"
 
@@ -149,6 +150,18 @@ ood-eval: $(BIN)/.installed
 	      --out $(REPORTS)/ood/$$m/$$(basename $$a) || exit $$?; \
 	  done; \
 	done
+
+# tcmalloc for `brainedge train` and `optimize` (README, "Training": glibc's malloc costs
+# TensorFlow a third of its CPU time in page faults on DenseNet121).
+train-deps:
+	@if [ -n "$$(/sbin/ldconfig -p | grep libtcmalloc_minimal.so.4)" ]; then \
+	  echo "train-deps: tcmalloc is installed"; \
+	else \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -q --no-install-recommends libtcmalloc-minimal4; \
+	fi
 
 browser-deps:
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \

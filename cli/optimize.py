@@ -73,6 +73,9 @@ def optimize(run_dir: Path | None, data_dir: Path | None, out: Path | None,
         return
     if run_dir is None:
         raise click.UsageError("RUN_DIR is required (a finished `brainedge train` folder)")
+    from cli.allocator import use_tcmalloc
+
+    use_tcmalloc()  # pruning, clustering and QAT train, like `brainedge train`
     from optimize.config import (
         DEFAULT_VARIANTS,
         ClusterConfig,

@@ -96,8 +96,10 @@ def train(data_dir: Path, arch: str, preset: str, run_dir: Path | None, overwrit
     """
     import dataclasses
 
+    from cli.allocator import use_tcmalloc
     from training.config import PRESETS
 
+    use_tcmalloc()
     given = {k: v for k, v in overrides.items() if v is not None}
     augment = {k: given.pop(k) for k in _AUGMENT_KEYS if k in given}
     config = PRESETS[preset](str(data_dir), arch, **given)
