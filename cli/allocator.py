@@ -47,9 +47,7 @@ def loaded_in_this_process() -> bool:
 
 
 def preload_env(env: Mapping[str, str], library: str) -> dict[str, str] | None:
-    """``env`` with ``library`` preloaded, or None when it is switched off or already there."""
-    if env.get(SWITCH, "1").strip() == "0":
-        return None
+    """``env`` with ``library`` preloaded, or None when a tcmalloc is already there."""
     preload = env.get("LD_PRELOAD", "")
     if "tcmalloc" in preload:
         return None

@@ -20,7 +20,6 @@ def test_preload_env_adds_the_library_once_and_keeps_other_preloads() -> None:
     assert allocator.preload_env({"LD_PRELOAD": "libfoo.so"}, LIB)["LD_PRELOAD"] == \
         f"{LIB} libfoo.so"
     assert allocator.preload_env({"LD_PRELOAD": f"/usr/lib/{LIB}"}, LIB) is None
-    assert allocator.preload_env({"BRAINEDGE_TCMALLOC": "0"}, LIB) is None
 
 
 @pytest.mark.parametrize(("argv0", "expected"), [
