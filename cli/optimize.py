@@ -47,6 +47,10 @@ def _variant_names() -> list[str]:
               help="Accuracy points an artifact may lose against its float32 parent.")
 @click.option("--allow-failures", is_flag=True,
               help="Exit 0 even when a variant fails the parity gate or cannot be built.")
+@click.option("--rebuild", is_flag=True,
+              help="Build every requested variant again. By default a stopped run resumes: "
+                   "variants and fine-tuned models already built from this run with the same "
+                   "settings are kept.")
 @click.option("--test", "on_test", is_flag=True,
               help="Also measure every variant on the test split.")
 @click.option("--ood-method", type=click.Choice(["mahalanobis", "energy", "msp"]),
@@ -61,12 +65,13 @@ def optimize(run_dir: Path | None, data_dir: Path | None, out: Path | None,
              prune_epochs: int, prune_learning_rate: float, clusters: int,
              cluster_epochs: int, batch_size: int, calibration_size: int, int8_io: str,
              opset: int, tolerance: float,
-             allow_failures: bool, on_test: bool, ood_method: str,
+             allow_failures: bool, rebuild: bool, on_test: bool, ood_method: str,
              ood_false_flag_rate: float) -> None:
     """Prune, quantize and convert a trained run to TFLite and ONNX; check each against FP32.
 
     Writes RUN_DIR/optimized/VARIANT/ (model + manifest) and summary.md/summary.json. Exits 1
-    when a variant loses more than --tolerance accuracy points or cannot be built.
+    when a variant loses more than --tolerance accuracy points or cannot be built. Run it
+    again after an interruption: what was built with the same settings is kept.
     """
     if list_variants:
         click.echo("\n".join(_variant_names()))
@@ -91,7 +96,8 @@ def optimize(run_dir: Path | None, data_dir: Path | None, out: Path | None,
     config = OptimizeConfig(
         run_dir=run_dir, out_dir=out, variants=chosen, calibration_size=calibration_size,
         onnx_opset=opset, int8_io=int8_io, tolerance=tolerance / 100.0,
-        allow_failures=allow_failures, evaluate_on_test=on_test, qat_epochs=prune_epochs,
+        allow_failures=allow_failures, rebuild=rebuild, evaluate_on_test=on_test,
+        qat_epochs=prune_epochs,
         ood_method=ood_method, ood_false_flag_rate=ood_false_flag_rate,
         prune=PruneConfig(target_sparsity=sparsity, fine_tune_epochs=prune_epochs,
                           learning_rate=prune_learning_rate, batch_size=batch_size),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -124,6 +126,9 @@ class OptimizeConfig:
     int8_io: str = "int8"  # input/output type of full-integer TFLite: int8 or uint8
     tolerance: float = 0.01  # max accuracy drop below the parent (fraction, 0.01 = 1 point)
     allow_failures: bool = False
+    # Variants already built from the same parent with the same settings are kept, so a run
+    # that was stopped resumes; True builds every requested variant again.
+    rebuild: bool = False
     evaluate_on_test: bool = False
     prune: PruneConfig = field(default_factory=PruneConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -161,6 +166,17 @@ class OptimizeConfig:
     @property
     def output(self) -> Path:
         return self.out_dir or self.run_dir / "optimized"
+
+    def settings_digest(self) -> str:
+        """The sha256 of every setting that shapes an artifact or its verdict.
+
+        Not the variant list, the output folder or what to do with failures: a run resumed
+        with ``--variant`` or ``--allow-failures`` keeps what the first one built.
+        """
+        settings = {k: v for k, v in self.to_dict().items()
+                    if k not in ("run_dir", "out_dir", "variants", "allow_failures", "rebuild")}
+        blob = json.dumps(settings, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -58,7 +58,11 @@ class Summary:
 
 
 class _Sources:
-    """The Keras model behind each variant source, built once and only when asked for."""
+    """The Keras model behind each variant source, built once and only when asked for.
+
+    A fine-tuned source is saved beside the variants as soon as it is built (source_cache), and
+    a later run with the same parent and settings loads it instead of training again.
+    """
 
     def __init__(self, parent: Parent, config: OptimizeConfig) -> None:
         self.parent, self.config = parent, config
@@ -66,10 +70,20 @@ class _Sources:
         self.notes: dict[Source, dict[str, Any]] = {}
 
     def get(self, source: Source) -> Any:
+        from optimize.source_cache import load_source, save_source, source_key
+
         if source not in self._models:
+            key = source_key(source, self.parent.reference["manifest_sha256"], self.config)
+            saved = None if self.config.rebuild else load_source(self.config.output, key)
+            if saved is not None:
+                log.info("%s model: fine-tuned by an earlier run, loaded from %s", source.value,
+                         self.config.output / ".sources")
+                self._models[source], self.notes[source] = saved
+                return self._models[source]
             start = time.monotonic()
             self._models[source] = self._build(source)
             self.notes.setdefault(source, {})["build_seconds"] = time.monotonic() - start
+            save_source(self.config.output, key, self._models[source], self.notes[source])
         return self._models[source]
 
     def _build(self, source: Source) -> Any:
@@ -137,7 +151,8 @@ def _sizes(blob: bytes, reference: int | None) -> dict[str, Any]:
 
 
 def _manifest(parent: Parent, variant: Variant, path: Path, predictor: Any,
-              metrics: dict[str, Any], notes: dict[str, Any], trust: TrustFit) -> Manifest:
+              metrics: dict[str, Any], notes: dict[str, Any], trust: TrustFit,
+              settings_digest: str) -> Manifest:
     from dataclasses import asdict
 
     trust_files, trust_extra = trust.write(path.parent)
@@ -152,7 +167,8 @@ def _manifest(parent: Parent, variant: Variant, path: Path, predictor: Any,
         metrics=metrics,
         parent=str(parent.run_dir),
         extra={"variant": variant.name, "source": variant.source.value,
-               "parent_manifest": parent.reference, "output_spec": asdict(predictor.output_spec),
+               "parent_manifest": parent.reference, "optimize_settings_sha256": settings_digest,
+               "output_spec": asdict(predictor.output_spec),
                "feature_spec": asdict(predictor.feature_spec),
                "runtime": {"name": predictor.name, "version": predictor.version},
                **trust_extra, **notes},
@@ -177,16 +193,29 @@ def optimize_run(config: OptimizeConfig, data: Path | None = None,
     parent_probs = {name: predict_prepared(parent.model.predict_on_batch, data_, parent.spec,
                                       n_classes) for name, data_ in splits.items()}
     sources, onnx_cache = _Sources(parent, config), {}
+    requested, digest = {v.name for v in config.variants}, config.settings_digest()
     # Variants made earlier from this same parent stay in the summary: `--variant X` adds X to
     # the folder rather than hiding its neighbours.
-    earlier = _earlier_results(out_dir, parent, {v.name for v in config.variants})
+    built = _built_earlier(out_dir, parent)
+    earlier = [r for r, _ in built if r.variant.name not in requested]
+    # Requested variants already built with these settings are kept: a stopped run resumes.
+    kept = {} if config.rebuild else {
+        r.variant: r for r, manifest in built
+        if r.variant.name in requested
+        and manifest.extra.get("optimize_settings_sha256") == digest}
     results: list[ArtifactResult] = []
     reference_size: int | None = next(
-        (r.metrics.get("size_bytes") for r in earlier
+        (r.metrics.get("size_bytes") for r in [*earlier, *kept.values()]
          if r.variant == Variant(Source.BASE, Format.TFLITE, QuantApproach.FP32)), None)
 
     for variant in sorted(config.variants, key=lambda v: (v.source is not Source.BASE,
                                                           v.format is not Format.TFLITE)):
+        if variant in kept:
+            results.append(kept[variant])
+            progress(f"{variant.name}: {kept[variant].status}, kept: built earlier from this "
+                     f"parent with the same settings (--rebuild builds it again)")
+            markdown = _summarize(out_dir, parent, [*earlier, *results], config.tolerance)
+            continue
         progress(f"{variant.name}: building")
         try:
             model = sources.get(variant.source)
@@ -218,7 +247,7 @@ def optimize_run(config: OptimizeConfig, data: Path | None = None,
                               config.ood_false_flag_rate, seed=config.seed)
             metrics["temperature"] = trust.temperature
             write_manifest(path.parent, _manifest(parent, variant, path, predictor, metrics,
-                                                  notes, trust))
+                                                  notes, trust, digest))
             results.append(ArtifactResult(variant, status, path, None, {**metrics, **notes}))
             progress(f"{variant.name}: {status}, val accuracy {parity['val'].accuracy:.4f} "
                      f"(parent {parity['val'].parent_accuracy:.4f}), {len(blob) / 1e6:.2f} MB")
@@ -233,14 +262,14 @@ def optimize_run(config: OptimizeConfig, data: Path | None = None,
     return Summary(out_dir, tuple(results), markdown)
 
 
-def _earlier_results(out_dir: Path, parent: Parent, exclude: set[str]) -> list[ArtifactResult]:
+def _built_earlier(out_dir: Path, parent: Parent) -> list[tuple[ArtifactResult, Manifest]]:
     """Intact variants already in ``out_dir`` that were made from this parent's manifest."""
     from brainedge.manifest import load_manifest
 
     found = []
     for variant in ALL_VARIANTS:
         folder = out_dir / variant.name
-        if variant.name in exclude or not (folder / "manifest.json").is_file():
+        if not (folder / "manifest.json").is_file():
             continue
         try:
             manifest = load_manifest(folder)
@@ -249,9 +278,9 @@ def _earlier_results(out_dir: Path, parent: Parent, exclude: set[str]) -> list[A
             continue
         made_from = manifest.extra.get("parent_manifest", {}).get("manifest_sha256")
         if made_from == parent.reference["manifest_sha256"]:
-            found.append(ArtifactResult(variant, manifest.metrics.get("status", ERROR),
-                                        folder / next(iter(manifest.files)),
-                                        None, dict(manifest.metrics)))
+            found.append((ArtifactResult(variant, manifest.metrics.get("status", ERROR),
+                                         folder / next(iter(manifest.files)),
+                                         None, dict(manifest.metrics)), manifest))
     return found
 
 

@@ -7,7 +7,7 @@ loads it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -147,15 +147,21 @@ def optimized_run(learned_run: Path, tmp_path_factory: pytest.TempPathFactory) -
     from cli.main import main
 
     out = tmp_path_factory.mktemp("optimized")
-    # No centroid fine-tuning (most of the clustering time): test_prune_qat checks that it
-    # keeps the pruned zeros; here the clustered variant only needs to exist and deflate.
-    args = ["optimize", str(learned_run), "--out", str(out), "--prune-epochs", "1",
-            "--cluster-epochs", "0", "--batch-size", "8", "--calibration-size", "16",
-            "--tolerance", str(OPTIMIZED_TOLERANCE), "--allow-failures"]
-    for v in OPTIMIZED_VARIANTS:
-        args += ["--variant", v]
     with densenet_is_short():
-        result = CliRunner().invoke(main, args)
+        result = CliRunner().invoke(main, optimize_args(learned_run, out))
     assert result.exit_code == 0, result.output
     return out
+
+
+def optimize_args(run: Path, out: Path, variants: Iterable[str] = OPTIMIZED_VARIANTS) -> list[str]:
+    """The ``brainedge optimize`` command line of ``optimized_run`` (its settings, and by
+    default its variants)."""
+    # No centroid fine-tuning (most of the clustering time): test_prune_qat checks that it
+    # keeps the pruned zeros; here the clustered variant only needs to exist and deflate.
+    args = ["optimize", str(run), "--out", str(out), "--prune-epochs", "1",
+            "--cluster-epochs", "0", "--batch-size", "8", "--calibration-size", "16",
+            "--tolerance", str(OPTIMIZED_TOLERANCE), "--allow-failures"]
+    for v in variants:
+        args += ["--variant", v]
+    return args
 

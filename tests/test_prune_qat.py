@@ -311,6 +311,25 @@ def test_qat_model_starts_where_the_float_model_is():
     assert isinstance(config, OutputQuantizeConfig) and not config.quantize_output
 
 
+def test_a_qat_model_saved_for_resuming_loads_with_its_quantizers(tmp_path):
+    """``brainedge optimize`` keeps its QAT model between runs (optimize.source_cache)."""
+    from optimize.config import OptimizeConfig, Source
+    from optimize.qat import OutputQuantizeConfig, build_qat_model
+    from optimize.source_cache import load_source, save_source, source_key
+    from runtime.preprocess import scale
+
+    images = scale(_brightness_ramp(16), _spec("vgg16"))
+    qat = build_qat_model(_unsaturated(_small_dense_style_model(), images), images, batch_size=8)
+    key = source_key(Source.QAT, "0" * 64, OptimizeConfig(run_dir=tmp_path))
+    save_source(tmp_path, key, qat, {})
+
+    loaded, _ = load_source(tmp_path, key)
+
+    np.testing.assert_allclose(loaded.predict_on_batch(images), qat.predict_on_batch(images),
+                               atol=1e-6)
+    assert isinstance(loaded.get_layer("quant_pre_bn").quantize_config, OutputQuantizeConfig)
+
+
 def _brightness_ramp(n: int) -> np.ndarray:
     """Noisy images from black to white: random models see features that differ per image."""
     noise = np.random.default_rng(0).uniform(0.5, 1.0, size=(n, SIZE, SIZE, 3))
