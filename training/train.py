@@ -16,7 +16,6 @@ Killing a run loses at most the current epoch: re-running the same command resum
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -49,6 +48,11 @@ from training.pipeline import (
     log_progress,
     predict_prepared,
     to_tf_dataset,
+)
+from training.resumable_callbacks import (
+    ResumableEarlyStopping,
+    ResumableReduceLROnPlateau,
+    logged_epochs,
 )
 from training.schedules import WarmupCosine
 
@@ -121,16 +125,16 @@ def _split(index: DatasetIndex, config: TrainConfig) -> tuple[tuple, tuple]:
 
 def _best_so_far(csv_path: Path, monitor: str) -> float | None:
     """Best monitored value in an existing CSV log, so a resumed checkpoint keeps the best."""
-    if not csv_path.exists():
-        return None
-    with open(csv_path, newline="") as fh:
-        values = [float(row[monitor]) for row in csv.DictReader(fh) if row.get(monitor)]
+    values = [row[monitor] for row in logged_epochs(csv_path) if monitor in row]
     return max(values) if values else None
 
 
-def _callbacks(run_dir: Path, config: TrainConfig, phase: str,
-               chief: bool = True) -> list[keras.callbacks.Callback]:
+def _callbacks(run_dir: Path, config: TrainConfig, phase: str, chief: bool = True,
+               first_epoch: int = 0) -> list[keras.callbacks.Callback]:
     csv_path = run_dir / "training_log.csv"
+    # On a resume, the phase's logged epochs: the plateau and early-stopping counts go on
+    # from them instead of starting again (training.resumable_callbacks).
+    past = logged_epochs(csv_path, first_epoch)
     # Keras's own checkpoint callbacks send a non-chief worker's writes to a temporary folder;
     # the CSV log and TensorBoard do not, so only the chief keeps them (the others log nowhere).
     log_path = csv_path if chief else Path(os.devnull)
@@ -142,15 +146,16 @@ def _callbacks(run_dir: Path, config: TrainConfig, phase: str,
             save_best_only=True, save_weights_only=True,
             initial_value_threshold=_best_so_far(csv_path, "val_accuracy"),
         ),
-        keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", mode="max", patience=config.early_stopping_patience
+        ResumableEarlyStopping(
+            past, monitor="val_accuracy", mode="max", patience=config.early_stopping_patience
         ),
         keras.callbacks.CSVLogger(str(log_path), append=True),
     ]
     # A cosine schedule owns the learning rate; cutting it on a plateau would fight it.
     if config.lr_schedule is LRSchedule.PLATEAU or phase != "head":
-        callbacks.insert(4, keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.3, patience=config.reduce_lr_patience, min_lr=1e-7))
+        callbacks.insert(4, ResumableReduceLROnPlateau(
+            past, monitor="val_loss", factor=0.3, patience=config.reduce_lr_patience,
+            min_lr=1e-7))
     if config.tensorboard and chief:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard" / phase)))
     return callbacks
@@ -187,19 +192,14 @@ def _fit_phase(model, train_ds, val_ds, run_dir, config, phase, epochs, initial_
     )
     model.fit(
         train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-        callbacks=_callbacks(run_dir, config, phase, chief), class_weight=weights,
+        callbacks=_callbacks(run_dir, config, phase, chief, initial_epoch),
+        class_weight=weights,
         verbose=keras_verbosity(),
     )
     if not chief:
         return
     # The epoch count at the end of the phase: where a resumed fine-tuning phase starts.
-    marker.write_text(f"{len(_read_history(run_dir / 'training_log.csv'))}\n")
-
-
-def _read_history(csv_path: Path) -> list[dict[str, float]]:
-    with open(csv_path, newline="") as fh:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)}
-                for row in csv.DictReader(fh)]
+    marker.write_text(f"{len(logged_epochs(run_dir / 'training_log.csv'))}\n")
 
 
 def _load_best(run_dir: Path, config: TrainConfig, num_classes: int) -> keras.Model:
@@ -318,7 +318,7 @@ def _finish(run_dir: Path, config: TrainConfig, index: DatasetIndex, model: kera
     spec = config.preprocess
     probs = predict_prepared(model.predict_on_batch, val_set, spec, len(index.class_names), 64)
     val_accuracy = float(np.mean(probs.argmax(1) == val_set.labels))
-    history = _read_history(run_dir / "training_log.csv")
+    history = logged_epochs(run_dir / "training_log.csv")
     seconds = [h["epoch_seconds"] for h in history if "epoch_seconds" in h]
     # The first epoch also traces and compiles the graph; it is not what an epoch costs.
     steady = seconds[1:] or seconds
