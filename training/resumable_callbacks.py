@@ -38,6 +38,7 @@ class _ReplaysLog:
     """Mixin: after Keras resets the state in ``on_train_begin``, replay the logged epochs."""
 
     _past: list[dict[str, float]]
+    _replayed_lr: float  # the rate the last replayed epoch left (after its cut, if any)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)  # type: ignore[misc]
@@ -56,24 +57,27 @@ class _ReplaysLog:
                 self.on_epoch_end(int(row["epoch"]), dict(row))  # type: ignore[attr-defined]
         finally:
             self.model = model
-        self._check_rate(float(lr.numpy()))
-
-    def _check_rate(self, replayed: float) -> None:
-        """Warn when the restored rate is not the one the replayed cuts lead to: a run resumed
-        by a version that forgot its plateau count goes on at its own rate."""
-        if not isinstance(self, keras.callbacks.ReduceLROnPlateau) or self.model is None:
-            return
-        restored = float(keras.backend.get_value(self.model.optimizer.lr))
-        if abs(restored - replayed) > 0.01 * replayed:
-            log.warning("the training log's plateau cuts lead to a learning rate of %.3g, but "
-                        "the restored optimizer has %.3g (an earlier resume did not count the "
-                        "plateau); training goes on at %.3g", replayed, restored, restored)
+        self._replayed_lr = float(lr.numpy())
 
 
 class ResumableReduceLROnPlateau(_ReplaysLog, keras.callbacks.ReduceLROnPlateau):
     def __init__(self, past: Sequence[Mapping[str, float]] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._past = [dict(row) for row in past]
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_begin(logs)
+        if self._past:
+            self._check_rate(self._replayed_lr)
+
+    def _check_rate(self, replayed: float) -> None:
+        """Warn when the restored rate is not the one the replayed cuts lead to: a run resumed
+        by a version that forgot its plateau count goes on at its own rate."""
+        restored = float(keras.backend.get_value(self.model.optimizer.lr))
+        if abs(restored - replayed) > 0.01 * replayed:
+            log.warning("the training log's plateau cuts lead to a learning rate of %.3g, but "
+                        "the restored optimizer has %.3g (an earlier resume did not count the "
+                        "plateau); training goes on at %.3g", replayed, restored, restored)
 
 
 class ResumableEarlyStopping(_ReplaysLog, keras.callbacks.EarlyStopping):
