@@ -11,6 +11,7 @@ mid-write, or changed since, is rebuilt rather than trusted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -86,11 +87,8 @@ def load_source(out_dir: Path, key: dict[str, Any]) -> tuple[Any, dict[str, Any]
 
 def _load(path: Path, source: Source) -> Any:
     from brainedge.tf_compat import keras
+    from optimize.qat import qat_scope
 
-    if source is Source.QAT:
-        from optimize.qat import qat_scope
-
-        # TFMOT's wrappers and quantizers are custom objects: Keras needs their scope to load.
-        with qat_scope():
-            return keras.models.load_model(str(path), compile=False)
-    return keras.models.load_model(str(path), compile=False)
+    # TFMOT's wrappers and quantizers are custom objects: Keras needs their scope to load QAT.
+    with qat_scope() if source is Source.QAT else contextlib.nullcontext():
+        return keras.models.load_model(str(path), compile=False)
