@@ -1,8 +1,7 @@
 """The models in models/ (installed as brainedge_models): verified, and as good as their card.
 
-One test per shipped model: with none shipped yet there is nothing to check here (the
-shipping path itself is tested in test_ship.py). On a clone without ../shared the dataset
-checks skip with the reason; with CI set they fail.
+One test per shipped model (the shipping path itself is tested in test_ship.py). On a clone
+without ../shared the dataset checks skip with the reason; with CI set they fail.
 """
 
 from __future__ import annotations
@@ -18,6 +17,15 @@ from brainedge.manifest import read_json
 from runtime.shipped import shipped_artifacts
 
 SHIPPED = shipped_artifacts()
+
+
+def test_the_default_densenet121_ships_with_the_package():
+    # predict, serve and `make serve` answer with it when no model is named
+    from runtime.shipped import DEFAULT_MODEL, default_artifact
+
+    assert DEFAULT_MODEL == "densenet121"
+    assert default_artifact() == SHIPPED["densenet121"]
+    assert read_json(SHIPPED["densenet121"] / "card.json")["gate"]["status"] == "passed"
 
 
 def test_shipped_models_fit_the_repository_budget():

@@ -121,9 +121,15 @@ def test_overrides_win_over_the_environment_and_unset_ones_are_ignored() -> None
         ServeConfig.from_env(env, overrides={"workers": 2})
 
 
-def test_from_env_without_variables_says_what_to_set() -> None:
+def test_from_env_without_variables_or_shipped_model_says_what_to_set(nothing_shipped) -> None:
     with pytest.raises(ConfigError, match="BRAINEDGE_ARTIFACTS"):
         ServeConfig.from_env({})
+
+
+def test_from_env_without_variables_serves_the_shipped_densenet121() -> None:
+    from runtime.shipped import shipped_artifacts
+
+    assert ServeConfig.from_env({}).artifacts == (shipped_artifacts()["densenet121"],)
 
 
 @pytest.mark.parametrize(("var", "value", "message"), [
