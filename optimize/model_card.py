@@ -113,6 +113,14 @@ def _data_section(cards: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _rates_as_run(stretches: Sequence[Mapping[str, Any]] | None) -> str:
+    if not stretches:
+        return ""
+    parts = [f"{s['lr']:.2g} (epoch{'s' if s['last'] > s['first'] else ''} {s['first']}"
+             + (f"–{s['last']})" if s["last"] > s["first"] else ")") for s in stretches]
+    return " Learning rate as run: " + ", ".join(parts) + "."
+
+
 def _model_section(card: Mapping[str, Any]) -> str:
     recipe, training, gate = card["recipe"], card["training"], card["gate"]
     parts = [
@@ -124,7 +132,8 @@ def _model_section(card: Mapping[str, Any]) -> str:
         f"epoch), batch {recipe.get('batch_size')}, Adam {recipe.get('learning_rate')} with the "
         f"{recipe.get('lr_schedule')} schedule, label smoothing {recipe.get('label_smoothing')}, "
         f"weights {recipe.get('weights')}, seed {recipe.get('seed')}; best validation accuracy "
-        f"{_pct(training.get('val_accuracy'))} on {training.get('val_images')} images.",
+        f"{_pct(training.get('val_accuracy'))} on {training.get('val_images')} images."
+        + _rates_as_run(training.get("learning_rates")),
         f"- Parity gate against its float32 parent (validation): {gate.get('status')}, "
         f"drop {_pts(_times100(gate.get('val_drop')))} points, top-1 agreement "
         f"{_pct(gate.get('val_agreement'))}.",

@@ -140,7 +140,8 @@ def _card(config: ShipConfig, artifact: Any, results: dict[str, Any],
         "training": {k: parent_manifest.metrics.get(k) for k in
                      ("val_accuracy", "val_images", "epochs_run", "seconds_per_epoch", "params")}
         | {"precision": parent_manifest.extra.get("training_precision"),
-           "dataset_counts": parent_manifest.extra.get("dataset_counts")},
+           "dataset_counts": parent_manifest.extra.get("dataset_counts"),
+           "learning_rates": learning_rates_as_run(parent / "training_log.csv")},
         "gate": {k: manifest.metrics.get(k) for k in
                  ("status", "val_accuracy", "val_drop", "val_agreement", "tolerance")},
         "calibration": manifest.extra.get("calibration"),
@@ -153,6 +154,23 @@ def _card(config: ShipConfig, artifact: Any, results: dict[str, Any],
         "sample": {"seed": 0, "per_class": config.sample_per_class, "images": sample,
                    "accuracy": float(np.mean([s["true"] == s["predicted"] for s in sample]))},
     }
+
+
+def learning_rates_as_run(training_log: Path) -> list[dict[str, Any]]:
+    """The rate each stretch of epochs actually trained at, from the run's ``training_log.csv``:
+    ``[{"first": 1, "last": 14, "lr": 0.001}, ...]`` (epochs counted from 1). The recipe names
+    the schedule; this is what it did, which a resumed run may not have (README, "Resume")."""
+    if not training_log.is_file():
+        return []
+    with open(training_log, newline="") as fh:
+        rows = [(int(r["epoch"]) + 1, float(r["lr"])) for r in csv.DictReader(fh)]
+    stretches: list[dict[str, Any]] = []
+    for epoch, lr in rows:
+        if stretches and np.isclose(stretches[-1]["lr"], lr, rtol=1e-4):
+            stretches[-1]["last"] = epoch
+        else:
+            stretches.append({"first": epoch, "last": epoch, "lr": lr})
+    return stretches
 
 
 def _strip(results: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,9 @@ def _card(**changes) -> dict:
                    "seed": 42},
         "training": {"epochs_run": 6, "val_accuracy": 0.95, "val_images": 571,
                      "seconds_per_epoch": 900.0, "precision": "float32",
+                     "learning_rates": [{"first": 1, "last": 4, "lr": 0.001},
+                                        {"first": 5, "last": 5, "lr": 0.0003},
+                                        {"first": 6, "last": 6, "lr": 9e-05}],
                      "dataset_counts": {"train": {"glioma": 1321}, "test": {"glioma": 300}}},
         "gate": {"status": "passed", "val_drop": 0.0023, "val_agreement": 0.99},
         "evaluation": {"full test": _metrics(0.9412, 1311),
@@ -58,6 +61,7 @@ def test_card_reports_every_measured_figure_with_its_interval():
     assert "479 of 1311 test images (36.5%)" in text
     assert "brainedge train --model densenet121" in text
     assert "not reviewed by a radiologist" in text
+    assert "Learning rate as run: 0.001 (epochs 1–4), 0.0003 (epoch 5), 9e-05 (epoch 6)." in text
 
 
 def test_card_without_an_audit_says_so(tmp_path):

@@ -55,6 +55,18 @@ def test_an_artifact_that_failed_its_parity_gate_is_refused(optimized_run, phant
         ship(type(config)(**{**config.__dict__, "artifact": failed}))
 
 
+def test_the_card_records_the_learning_rate_each_epoch_ran_at(tmp_path):
+    from optimize.ship import learning_rates_as_run
+
+    log = tmp_path / "training_log.csv"
+    log.write_text("epoch,accuracy,lr,val_loss\n0,0.5,0.001,1.0\n1,0.6,0.001,0.9\n"
+                   "2,0.7,0.00030000001,0.8\n3,0.7,0.0003,0.8\n4,0.8,9.000001e-05,0.7\n")
+    assert learning_rates_as_run(log) == [{"first": 1, "last": 2, "lr": 0.001},
+                                          {"first": 3, "last": 4, "lr": 0.00030000001},
+                                          {"first": 5, "last": 5, "lr": 9.000001e-05}]
+    assert learning_rates_as_run(tmp_path / "missing.csv") == []
+
+
 def test_shipping_verifies_evaluates_and_writes_card_and_model_card(
         optimized_run, phantom_data, clean_list, tmp_path, monkeypatch):
     import optimize.ship
@@ -85,4 +97,7 @@ def test_shipping_verifies_evaluates_and_writes_card_and_model_card(
     temperature = card["calibration"]["temperature"]
     assert temperature == classifier.trust.temperature and f"temperature {temperature:.3f}" in text
     assert f"flagged above {card['ood']['threshold']:.2f}" in text
+    rates = card["training"]["learning_rates"]
+    assert rates[0]["first"] == 1 and rates[-1]["last"] == card["training"]["epochs_run"]
+    assert "Learning rate as run: " in text
     assert not list(models.glob(".*staging"))
