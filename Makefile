@@ -140,13 +140,15 @@ ood-data: $(BIN)/.installed
 	$(BIN)/brainedge data ood --data $(DATA) --out $(OOD_SET)
 
 # The out-of-distribution score of every optimized variant (and the run itself) on that set:
-# AUROC per group against DATA's test split, and the share of test slices flagged.
+# AUROC per group against the test split of the dataset each run was trained on (DATA when
+# given), and the share of test slices flagged.
+OOD_DATA_ARG := $(if $(filter $(DEFAULT_DATA),$(DATA)),,--data "$(DATA)")
 OOD_VARIANTS ?= tflite-int8 tflite-fp32 onnx-int8
 ood-eval: $(BIN)/.installed
 	@for m in $(MODELS); do \
 	  for a in $(RUNS)/$$m $(addprefix $(RUNS)/$$m/optimized/,$(OOD_VARIANTS)); do \
 	    [ -d "$$a" ] || continue; \
-	    $(BIN)/brainedge evaluate-ood $$a --ood-set $(OOD_SET) --data "$(DATA)" \
+	    $(BIN)/brainedge evaluate-ood $$a --ood-set $(OOD_SET) $(OOD_DATA_ARG) \
 	      --out $(REPORTS)/ood/$$m/$$(basename $$a) || exit $$?; \
 	  done; \
 	done

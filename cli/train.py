@@ -120,14 +120,15 @@ def train(data_dir: Path, arch: str, preset: str, run_dir: Path | None, overwrit
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--ood-set", type=click.Path(path_type=Path), default=Path("data/ood"),
               show_default=True, help="Folder made by `brainedge data ood`.")
-@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
-              help="Dataset folder: its test split is the in-distribution reference.")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
+              help="Dataset folder: its test split is the in-distribution reference "
+                   "[default: the one the artifact was trained on].")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Report folder [default: reports/ood/ARTIFACT-NAME].")
 @click.option("--bootstrap", type=click.IntRange(100), default=1000, show_default=True,
               help="Bootstrap resamples for the AUROC's 95% confidence interval.")
 @friendly_errors
-def evaluate_ood(artifact: Path, ood_set: Path, data_dir: Path, out: Path | None,
+def evaluate_ood(artifact: Path, ood_set: Path, data_dir: Path | None, out: Path | None,
                  bootstrap: int) -> None:
     """How well an artifact's out-of-distribution score separates the OOD set from the test
     split: AUROC per group (near, far) and kind, and the share of test slices it flags."""

@@ -380,3 +380,34 @@ def test_evaluate_ood_scores_an_artifact_against_the_test_split(built, fake_data
     refused = CliRunner().invoke(main, ["evaluate-ood", str(plain), "--ood-set", str(built[0]),
                                         "--data", str(fake_data), "--out", str(out)])
     assert refused.exit_code == 1 and "carries no out-of-distribution" in refused.output
+
+
+def test_the_reference_test_split_defaults_to_the_training_data_and_refuses_the_phantoms(
+        tmp_path) -> None:
+    from brainedge.manifest import write_json
+    from training.ood_eval import reference_data
+    from training.phantoms import MARKER_NAME
+
+    real, phantoms = tmp_path / "brain-tumor-mri", tmp_path / "phantoms"
+    real.mkdir()
+    phantoms.mkdir()
+    (phantoms / MARKER_NAME).write_text("{}")
+    run, variant = tmp_path / "runs" / "densenet121", tmp_path / "int8"
+    run.mkdir(parents=True)
+    variant.mkdir()
+    write_json(run / "manifest.json", {"format": "keras", "extra": {"dataset_root": str(real)}})
+    write_json(variant / "manifest.json", {"format": "tflite", "parent": str(run), "extra": {}})
+
+    assert reference_data(run, None) == real
+    assert reference_data(variant, None) == real
+    copy = tmp_path / "copy-of-the-dataset"  # the same data elsewhere, e.g. on a Pi
+    copy.mkdir()
+    assert reference_data(variant, copy) == copy
+    with pytest.raises(DatasetError, match=r"synthetic phantoms, but .* was trained on"):
+        reference_data(variant, phantoms)
+    orphan = tmp_path / "orphan"  # copied without its parent run
+    orphan.mkdir()
+    write_json(orphan / "manifest.json", {"format": "tflite", "parent": "gone", "extra": {}})
+    assert reference_data(orphan, copy) == copy
+    with pytest.raises(DatasetError, match="pass --data"):
+        reference_data(orphan, None)

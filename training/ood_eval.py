@@ -277,13 +277,49 @@ def _row(name: str, id_scores: Mapping[str, np.ndarray], scores: Mapping[str, np
                        float(hit_rules.mean()), float((hit_rules & ~hit_score).mean()))
 
 
-def evaluate_artifact(artifact: Path, ood_set: Path, data: Path, out: Path,
+def trained_on(folder: Path) -> Path | None:
+    """The dataset an artifact's float32 parent run was trained on (the run's manifest records
+    it), or None when that run is not on this machine."""
+    from brainedge.manifest import MANIFEST_NAME, read_json
+
+    manifest = read_json(folder / MANIFEST_NAME)
+    run = folder if manifest.get("format") == "keras" else Path(manifest.get("parent") or "")
+    if not (run / MANIFEST_NAME).is_file():
+        return None
+    root = read_json(run / MANIFEST_NAME).get("extra", {}).get("dataset_root")
+    return Path(root) if root else None
+
+
+def reference_data(folder: Path, data: Path | None) -> Path:
+    """The dataset whose test split is the in-distribution reference: ``data``, or by default
+    the one the artifact was trained on. The phantoms are refused for a model trained on real
+    MRI and the other way round: the AUROC would measure the wrong distribution."""
+    from training.phantoms import MARKER_NAME
+
+    trained = trained_on(folder)
+    if data is None:
+        if trained is None:
+            raise DatasetError(f"{folder}: its parent run is not here to say which dataset it "
+                               "was trained on; pass --data with that dataset")
+        return trained
+    if trained is not None and (data / MARKER_NAME).exists() != (trained / MARKER_NAME).exists():
+        kind = "the synthetic phantoms" if (data / MARKER_NAME).exists() else "real MRI"
+        raise DatasetError(f"--data {data} is {kind}, but {folder} was trained on {trained}: "
+                           "its test split is no in-distribution reference for this model. "
+                           "Leave --data out to use the dataset it was trained on")
+    return data
+
+
+def evaluate_artifact(artifact: Path, ood_set: Path, data: Path | None, out: Path,
                       n_bootstrap: int = N_BOOTSTRAP) -> OODEvaluation:
     """``brainedge evaluate-ood``: the artifact's own scores (``Classifier.ood_scores``) on
-    the test split of ``data`` against ``ood_set``; writes ``ood.json`` and ``ood.md``."""
+    the test split of ``data`` (by default the dataset it was trained on) against ``ood_set``;
+    writes ``ood.json`` and ``ood.md``."""
     from brainedge.manifest import write_json
     from runtime.classifier import load_classifier
 
+    folder = artifact if artifact.is_dir() else artifact.parent
+    data = reference_data(folder, data)
     classifier = load_classifier(artifact, allow_failed_gate=True)
     trust = classifier.trust
     if trust.method is None:
