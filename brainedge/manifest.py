@@ -153,3 +153,14 @@ def verify_files(folder: Path, files: Mapping[str, str]) -> None:
             f"{folder} does not match its manifest; refusing to use it. Re-create the artifact. "
             + "; ".join(problems)
         )
+
+
+def trained_on(folder: Path) -> Path | None:
+    """The dataset an artifact's float32 parent run was trained on (the run's manifest records
+    it; a run is its own parent), or None when that run is not on this machine."""
+    manifest = read_json(folder / MANIFEST_NAME)
+    run = folder if manifest.get("format") == "keras" else Path(manifest.get("parent") or "")
+    if not (run / MANIFEST_NAME).is_file():
+        return None
+    root = read_json(run / MANIFEST_NAME).get("extra", {}).get("dataset_root")
+    return Path(root) if root else None

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from brainedge.errors import ConfigError, ModelLoadError
-from brainedge.manifest import MANIFEST_NAME, load_manifest, read_json, write_json
+from brainedge.manifest import MANIFEST_NAME, load_manifest, read_json, trained_on, write_json
 from optimize.validate import PASSED
 
 log = logging.getLogger(__name__)
@@ -86,13 +86,10 @@ def _refuse_unfit(folder: Path, manifest: Any) -> None:
     if manifest.format == "keras":
         raise ModelLoadError(f"{folder} is a Keras run; ship an edge artifact made by "
                              "brainedge optimize (e.g. RUN/optimized/tflite-int8)")
-    parent = Path(manifest.parent or "")
-    root = None
-    if (parent / MANIFEST_NAME).is_file():
-        root = load_manifest(parent).extra.get("dataset_root")
+    root = trained_on(folder)
     if root is None:
-        raise ModelLoadError(f"{folder}: its parent run {parent} is not here to say what it was "
-                             "trained on; ship from the machine that trained it")
+        raise ModelLoadError(f"{folder}: its parent run {manifest.parent} is not here to say "
+                             "what it was trained on; ship from the machine that trained it")
     if (Path(root) / PHANTOM_MARKER).exists():
         raise ModelLoadError(f"{folder} was trained on the synthetic phantoms in {root}; a "
                              "phantom model must never be shipped or served by default")

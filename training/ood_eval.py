@@ -277,23 +277,11 @@ def _row(name: str, id_scores: Mapping[str, np.ndarray], scores: Mapping[str, np
                        float(hit_rules.mean()), float((hit_rules & ~hit_score).mean()))
 
 
-def trained_on(folder: Path) -> Path | None:
-    """The dataset an artifact's float32 parent run was trained on (the run's manifest records
-    it), or None when that run is not on this machine."""
-    from brainedge.manifest import MANIFEST_NAME, read_json
-
-    manifest = read_json(folder / MANIFEST_NAME)
-    run = folder if manifest.get("format") == "keras" else Path(manifest.get("parent") or "")
-    if not (run / MANIFEST_NAME).is_file():
-        return None
-    root = read_json(run / MANIFEST_NAME).get("extra", {}).get("dataset_root")
-    return Path(root) if root else None
-
-
 def reference_data(folder: Path, data: Path | None) -> Path:
     """The dataset whose test split is the in-distribution reference: ``data``, or by default
     the one the artifact was trained on. The phantoms are refused for a model trained on real
     MRI and the other way round: the AUROC would measure the wrong distribution."""
+    from brainedge.manifest import trained_on
     from training.phantoms import MARKER_NAME
 
     trained = trained_on(folder)
