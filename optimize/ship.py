@@ -157,12 +157,11 @@ def learning_rates_as_run(training_log: Path) -> list[dict[str, Any]]:
     """The rate each stretch of epochs actually trained at, from the run's ``training_log.csv``:
     ``[{"first": 1, "last": 14, "lr": 0.001}, ...]`` (epochs counted from 1). The recipe names
     the schedule; this is what it did, which a resumed run may not have (README, "Resume")."""
-    if not training_log.is_file():
-        return []
-    with open(training_log, newline="") as fh:
-        rows = [(int(r["epoch"]) + 1, float(r["lr"])) for r in csv.DictReader(fh)]
+    from training.resumable_callbacks import logged_epochs  # the one reader of that log
+
     stretches: list[dict[str, Any]] = []
-    for epoch, lr in rows:
+    for row in logged_epochs(training_log):
+        epoch, lr = int(row["epoch"]) + 1, row["lr"]
         if stretches and np.isclose(stretches[-1]["lr"], lr, rtol=1e-4):
             stretches[-1]["last"] = epoch
         else:
