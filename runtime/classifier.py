@@ -91,7 +91,18 @@ class Classifier:
                 "sha256": self.artifact.sha256, "image_size": self.spec.image_size,
                 "class_names": list(self.class_names),
                 "gate": None if self.gate is None else self.gate.to_dict(),
+                "probability_step": self.probability_step,
                 **self.trust.describe()}
+
+    @property
+    def probability_step(self) -> float | None:
+        """The resolution of the model's probabilities: an integer model's output quantization
+        step (1/256 for int8 softmax), None for a float model. With it a shown 100% reads as
+        "every other class below one step", not as certainty."""
+        out = self.predictor.output_spec
+        if out.scale is None or not np.issubdtype(np.dtype(out.dtype), np.integer):
+            return None
+        return float(out.scale)
 
     def prepare(self, gray: np.ndarray) -> np.ndarray:
         """Decoded grayscale slice -> the float32 model input."""

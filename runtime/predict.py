@@ -154,6 +154,10 @@ def _table(results: list[FileResult], classifier: Classifier) -> str:
     d = classifier.describe()
     text.append(f"\nmodel: {d['model']} {d['format']} {d['precision']} on {d['backend']} "
                 f"{d['runtime_version']}; ms = decode + preprocess + inference")
+    if (step := classifier.probability_step) is not None:
+        text.append(f"probabilities: the {d['precision']} model outputs steps of {step:.4f} "
+                    "(before calibration); 0.000 means below one step, and 1.000 that every "
+                    "other class was below it, not certainty")
     trust = classifier.trust
     if trust.method is None:
         text.append("ood: image checks only; this artifact has no out-of-distribution score "

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from brainedge.errors import ArtifactIntegrityError
 from brainedge.manifest import read_json
+from cli.main import main
 from runtime.shipped import shipped_artifacts
 
 SHIPPED = shipped_artifacts()
@@ -71,3 +73,30 @@ def test_shipped_model_scores_as_its_card_says_on_the_fixed_sample(name, shared_
                                for p, item in zip(predicted, sample, strict=True)]))
     assert abs(accuracy - card["sample"]["accuracy"]) <= 0.03, (accuracy, card["sample"])
     assert agreement >= 0.99, f"agrees with the card on {agreement:.1%} of the sample"
+
+
+@pytest.mark.dataset
+def test_an_int8_answer_of_100_percent_says_it_is_the_resolution_not_certainty(shared_dataset):
+    # The int8 softmax outputs steps of 1/256 and a class below one step reads exactly 0, so a
+    # confident slice gets 100.0%: the API gives the step, the page and predict explain it.
+    from tests.test_webapp_support import csrf_from, multipart
+    from webapp import create_app
+    from webapp.config import ServeConfig
+
+    data = (shared_dataset / "Testing" / "pituitary" / "Te-pi_0010.jpg").read_bytes()
+    app = create_app({"TESTING": True}, config=ServeConfig(
+        (SHIPPED["densenet121"],), secret_key="secret-key-for-tests-0123456789"))
+    client = app.test_client()
+    body = client.post("/api/v1/predict", **multipart(data, "slice.jpg")).get_json()
+    assert body["model"]["probability_step"] == pytest.approx(1 / 256)
+    assert body["class"] == "pituitary" and body["confidence"] == 1.0
+    token = csrf_from(client.get("/").get_data(as_text=True))
+    html = client.post("/", **multipart(data, "slice.jpg", csrf_token=token)).get_data(
+        as_text=True)
+    assert 'id="probability-step"' in html
+    assert "steps of 0.39%" in html and "100.0% means every other class" in html
+
+    table = CliRunner().invoke(main, ["predict", str(shared_dataset / "Testing" / "pituitary" /
+                                                     "Te-pi_0010.jpg")])
+    assert table.exit_code == 0, table.output
+    assert "outputs steps of 0.0039" in table.output and "not certainty" in table.output

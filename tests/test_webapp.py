@@ -108,6 +108,8 @@ def test_api_predicts_a_png_with_class_probabilities_model_timing_and_notice(cli
     assert body["confidence"] == body["probabilities"]["pituitary"]
     assert body["model"]["name"] == DEFAULT and body["model"]["format"] == "onnx"
     assert body["model"]["precision"] == "float32" and body["model"]["backend"] == "onnxruntime"
+    # a float model's probabilities are continuous: no quantization step to warn about
+    assert body["model"]["probability_step"] is None
     assert "path" not in body["model"]  # the server's file layout stays private
     assert set(body["timing_ms"]) == {"decode", "ood_checks", "preprocess", "inference", "total"}
     assert body["notice"] == MEDICAL_NOTICE

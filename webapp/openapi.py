@@ -61,6 +61,12 @@ _SCHEMAS: dict[str, Any] = {
                             "description": "The temperature its probabilities are calibrated "
                                            "at (fitted on the validation split); null: "
                                            "uncalibrated."},
+            "probability_step": {
+                "type": ["number", "null"],
+                "description": "The resolution of an integer model's probabilities (its output "
+                               "quantization step, 1/256 for int8): a class below one step "
+                               "reads 0, so 1.0 means every other class scored below it, not "
+                               "certainty. null: a float model."},
             "ood": {"type": ["object", "null"],
                     "description": "Its out-of-distribution score: method, threshold and "
                                    "false_flag_rate; null when it carries none.",
