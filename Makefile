@@ -107,11 +107,15 @@ bench: $(BIN)/.installed $(DATA_DEP)
 # Every results table the README shows, regenerated from the run folders, the bench JSON and
 # the OOD reports of `make ood-eval`:
 # summary.md (what the README embeds), a page per table family, the plots. A missing input is
-# a note in the pages; RESULTS_ARGS=--strict makes it an error.
+# a note in the pages; RESULTS_ARGS=--strict makes it an error. SEED_RUNS: other seeds of
+# the same recipes (`brainedge train ... --seed 7 --run-dir runs/MODEL-seed7`), compared on
+# the evaluation page [default: every $(RUNS)/MODEL-seed* folder].
 RESULTS ?= docs/results
 RESULTS_ARGS ?=
+SEED_RUNS ?= $(patsubst %/,%,$(wildcard $(addsuffix -seed*/,$(addprefix $(RUNS)/,$(MODELS)))))
 results: $(BIN)/.installed
-	$(BIN)/brainedge results --runs $(addprefix $(RUNS)/,$(MODELS)) --bench $(REPORTS)/bench \
+	$(BIN)/brainedge results --runs $(addprefix $(RUNS)/,$(MODELS)) \
+	  $(if $(strip $(SEED_RUNS)),--seeds $(SEED_RUNS)) --bench $(REPORTS)/bench \
 	  --audit $(REPORTS)/audit --ood $(REPORTS)/ood \
 	  --out $(RESULTS) --readme README.md $(RESULTS_ARGS)
 

@@ -10,6 +10,7 @@ import click
 from cli.errors import friendly_errors
 
 RUNS_OPTION = "--runs"
+SEEDS_OPTION = "--seeds"
 
 
 def spread_option(args: Sequence[str], name: str) -> list[str]:
@@ -34,7 +35,8 @@ def spread_option(args: Sequence[str], name: str) -> list[str]:
 
 class _SeveralRuns(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, spread_option(args, RUNS_OPTION))
+        return super().parse_args(ctx, spread_option(spread_option(args, RUNS_OPTION),
+                                                     SEEDS_OPTION))
 
 
 @click.command("results", cls=_SeveralRuns)
@@ -42,6 +44,10 @@ class _SeveralRuns(click.Command):
               metavar="RUN_DIR...",
               help="Run folders, in table order [default: runs/vgg16 runs/densenet121, the "
                    "Makefile's MODELS].")
+@click.option(SEEDS_OPTION, "seed_dirs", multiple=True, type=click.Path(path_type=Path),
+              metavar="RUN_DIR...",
+              help="Other seeds of those runs' recipes (the same `brainedge train` command "
+                   "with another --seed): the evaluation page compares them, CIs and all.")
 @click.option("--bench", "bench_dir", type=click.Path(path_type=Path),
               default=Path("reports/bench"), show_default=True,
               help="Folder of bench JSON files (`brainedge bench run`); newest run per device.")
@@ -61,14 +67,16 @@ class _SeveralRuns(click.Command):
               help="A missing input (unfinished run, no evaluation, no bench JSON, no OOD "
                    "report) is an error instead of a note in the page.")
 @friendly_errors
-def results(run_dirs: tuple[Path, ...], bench_dir: Path, audit_dir: Path, ood_dir: Path,
-            out_dir: Path, readme: Path | None, strict: bool) -> None:
+def results(run_dirs: tuple[Path, ...], seed_dirs: tuple[Path, ...], bench_dir: Path,
+            audit_dir: Path, ood_dir: Path, out_dir: Path, readme: Path | None,
+            strict: bool) -> None:
     """Regenerate every results table (training, evaluation, optimize, trust, bench) from run
     folders, bench JSON and OOD reports: Markdown pages that name their command and inputs,
     plus the bench plots."""
     from benchmarks.results import DEFAULT_RUNS, ResultsConfig, write_results
 
-    config = ResultsConfig(runs=run_dirs or DEFAULT_RUNS, bench=bench_dir, audit=audit_dir,
-                           ood=ood_dir, out=out_dir, readme=readme, strict=strict)
+    config = ResultsConfig(runs=run_dirs or DEFAULT_RUNS, seeds=seed_dirs, bench=bench_dir,
+                           audit=audit_dir, ood=ood_dir, out=out_dir, readme=readme,
+                           strict=strict)
     for path in write_results(config):
         click.echo(f"wrote {path}")

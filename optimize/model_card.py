@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from brainedge import MEDICAL_NOTICE
+from brainedge.learning_rates import stretches_text
 from brainedge.manifest import atomic_path, read_json
 from brainedge.tables import markdown_table
 
@@ -116,9 +117,7 @@ def _data_section(cards: Sequence[Mapping[str, Any]]) -> str:
 def _rates_as_run(stretches: Sequence[Mapping[str, Any]] | None) -> str:
     if not stretches:
         return ""
-    parts = [f"{s['lr']:.2g} (epoch{'s' if s['last'] > s['first'] else ''} {s['first']}"
-             + (f"–{s['last']})" if s["last"] > s["first"] else ")") for s in stretches]
-    return " Learning rate as run: " + ", ".join(parts) + "."
+    return " Learning rate as run: " + stretches_text(stretches) + "."
 
 
 def _model_section(card: Mapping[str, Any]) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from brainedge.errors import ConfigError, ModelLoadError
+from brainedge.learning_rates import rate_stretches
 from brainedge.manifest import MANIFEST_NAME, load_manifest, read_json, trained_on, write_json
 from optimize.validate import PASSED
 
@@ -159,14 +160,8 @@ def learning_rates_as_run(training_log: Path) -> list[dict[str, Any]]:
     the schedule; this is what it did, which a resumed run may not have (README, "Resume")."""
     from training.resumable_callbacks import logged_epochs  # the one reader of that log
 
-    stretches: list[dict[str, Any]] = []
-    for row in logged_epochs(training_log):
-        epoch, lr = int(row["epoch"]) + 1, row["lr"]
-        if stretches and np.isclose(stretches[-1]["lr"], lr, rtol=1e-4):
-            stretches[-1]["last"] = epoch
-        else:
-            stretches.append({"first": epoch, "last": epoch, "lr": lr})
-    return stretches
+    return rate_stretches((int(row["epoch"]) + 1, row["lr"])
+                          for row in logged_epochs(training_log))
 
 
 def _strip(results: dict[str, Any]) -> dict[str, Any]:

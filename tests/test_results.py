@@ -58,8 +58,8 @@ def fake_run(root: Path, model: str, *, accuracy: float, evaluated: bool = True,
               "label_smoothing": 0.1, "class_weight": "none"}
     write_json(run / "config.json", config)
     write_json(run / "history.json",
-               [{"epoch": e, "val_accuracy": 0.5 + e / 40, "epoch_seconds": 170.0 + e}
-                for e in range(20)])
+               [{"epoch": e, "val_accuracy": 0.5 + e / 40, "epoch_seconds": 170.0 + e,
+                 "lr": 0.001 if e < 12 else 0.0003} for e in range(20)])
     write_json(run / "manifest.json", {
         "model": model, "format": "keras", "precision": "float32",
         "metrics": {"val_accuracy": accuracy - 0.01, "val_images": 571, "epochs_run": 20,
@@ -245,6 +245,67 @@ def test_evaluation_tables_hold_both_subsets_and_recall_per_class(inputs, tmp_pa
     assert list(recall[0])[2:] == list(CLASSES)
     assert recall[1]["notumor"] == "0.920 [0.890, 0.940] (n=203)"
     assert "Missing inputs" not in md
+
+
+def seed_run(root: Path, model: str, seed: int, accuracy: float, **config: Any) -> Path:
+    """Another seed of ``fake_run``'s recipe (or, with ``config``, another recipe)."""
+    run = fake_run(root / f"seed{seed}", model, accuracy=accuracy, optimized=False)
+    written = json.loads((run / "config.json").read_text())
+    write_json(run / "config.json", {**written, "seed": seed, **config})
+    return run
+
+
+def test_seed_runs_of_the_recipe_are_compared_with_their_cis(inputs, tmp_path):
+    runs, _ = inputs
+    near = seed_run(tmp_path, "densenet121", 7, accuracy=0.925)  # inside [0.911, 0.946]
+    out = tmp_path / "out"
+    write_results(ResultsConfig(runs=tuple(runs), seeds=(near,), bench=tmp_path / "no-bench",
+                                out=out, audit=tmp_path / "audit", ood=tmp_path / "ood"))
+    md = (out / "evaluation.md").read_text()
+    rows = table_after(md, "### densenet121")
+    assert [(r["Run"], r["Seed"]) for r in rows] == [(f"`{runs[0].as_posix()}`", "42"),
+                                                      (f"`{near.as_posix()}`", "7")]
+    assert rows[1]["Full test [95% CI]"] == "0.925 [0.905, 0.940]"
+    assert rows[1]["Leak-free [95% CI]"] == "0.928 [0.908, 0.943]"
+    assert rows[1]["Meningioma recall (full)"] == "0.830 [0.800, 0.850] (n=327)"
+    history = json.loads((near / "history.json").read_text())
+    assert history[0]["lr"] == 0.001 and history[-1]["lr"] == 0.0003
+    assert rows[1]["Learning rate as run"] == "0.001 (epochs 1–12), 0.0003 (epochs 13–20)"
+    assert "Full test: each run's accuracy lies within the other runs' 95% CIs." in md
+    assert f"`{near.as_posix()}/manifest.json`" in header(md)  # its inputs are named
+    summary = (out / "summary.md").read_text()
+    assert ("- densenet121, seeds 42, 7: full test 0.931 and 0.925, within each other's 95% "
+            "CIs") in summary
+
+
+def test_a_seed_outside_the_other_ci_or_with_another_recipe_is_said_so(inputs, tmp_path):
+    runs, _ = inputs
+    far = seed_run(tmp_path, "densenet121", 7, accuracy=0.85)
+    other = seed_run(tmp_path, "densenet121", 8, accuracy=0.93, learning_rate=0.0003)
+    orphan = seed_run(tmp_path / "x", "resnet50", 7, accuracy=0.9)
+    out = tmp_path / "out"
+    write_results(ResultsConfig(runs=tuple(runs), seeds=(far, other, orphan),
+                                bench=tmp_path / "no-bench", out=out,
+                                audit=tmp_path / "audit", ood=tmp_path / "ood"))
+    md = (out / "evaluation.md").read_text()
+    assert "Full test: each run's accuracy does **not** lie within" in md
+    assert (f"`{other.as_posix()}` is not a second seed of the recipe: its config also "
+            "differs in learning_rate") in md
+    assert f"`{orphan.as_posix()}` is a resnet50 run, but no resnet50 run is among" in md
+    assert "**not** within each other's 95% CIs" in (out / "summary.md").read_text()
+
+
+def test_results_command_takes_seed_runs_and_refuses_one_given_twice(inputs, tmp_path):
+    runs, _ = inputs
+    near = seed_run(tmp_path, "densenet121", 7, accuracy=0.925)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(results, ["--runs", str(runs[0]), str(runs[1]), "--seeds",
+                                          str(near), "--bench", str(tmp_path / "no-bench"),
+                                          "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"--seeds {near.as_posix()} --bench" in (out / "evaluation.md").read_text()
+    with pytest.raises(ConfigError, match="given twice or also as a run"):
+        ResultsConfig(runs=(runs[0],), seeds=(runs[0],))
 
 
 def test_optimize_table_gives_sizes_drops_in_points_gates_and_build_errors(inputs, tmp_path):

@@ -30,6 +30,7 @@ from benchmarks.results.inputs import (
     read_run_folder,
 )
 from benchmarks.results.optimize import optimize_markdown
+from benchmarks.results.seeds import seeds_markdown, unmatched
 from benchmarks.results.summary import summary_markdown
 from benchmarks.results.training import training_markdown
 from benchmarks.results.trust import trust_inputs, trust_markdown
@@ -59,6 +60,9 @@ PAGES = {
 @dataclass(frozen=True)
 class ResultsConfig:
     runs: tuple[Path, ...] = DEFAULT_RUNS
+    # Other seeds of the runs' recipes (`brainedge train ... --seed N`), compared on the
+    # evaluation page and in the summary.
+    seeds: tuple[Path, ...] = ()
     bench: Path = DEFAULT_BENCH
     out: Path = DEFAULT_OUT
     audit: Path = DEFAULT_AUDIT
@@ -73,6 +77,11 @@ class ResultsConfig:
         if len(set(runs)) != len(runs):
             raise ConfigError(f"a run folder is given twice: {[r.as_posix() for r in runs]}")
         object.__setattr__(self, "runs", runs)
+        seeds = tuple(Path(r) for r in self.seeds)
+        if set(seeds) & set(runs) or len(set(seeds)) != len(seeds):
+            raise ConfigError("a seed run is given twice or also as a run: "
+                              f"{[r.as_posix() for r in seeds]}")
+        object.__setattr__(self, "seeds", seeds)
         object.__setattr__(self, "bench", Path(self.bench))
         object.__setattr__(self, "audit", Path(self.audit))
         object.__setattr__(self, "ood", Path(self.ood))
@@ -84,6 +93,7 @@ class ResultsConfig:
     def command(self) -> str:
         """The command as a reader would type it, for each page's first line."""
         words = ["brainedge", "results", "--runs", *(r.as_posix() for r in self.runs),
+                 *(["--seeds", *(r.as_posix() for r in self.seeds)] if self.seeds else []),
                  "--bench", self.bench.as_posix(), "--audit", self.audit.as_posix(),
                  "--ood", self.ood.as_posix(), "--out", self.out.as_posix()]
         words += ["--readme", self.readme.as_posix()] if self.readme else []
@@ -97,10 +107,12 @@ def write_results(config: ResultsConfig) -> list[Path]:
     missing input raises a ``ConfigError`` naming all of them before anything is written.
     """
     runs = [read_run_folder(path) for path in config.runs]
+    seed_runs = [read_run_folder(path) for path in config.seeds]
     bench = read_bench(config.bench)
     ood = read_ood(config.ood)
     audit_body, audit_inputs, audit_problem = _audit_page(config.audit)
-    missing = _missing(runs, bench, ood) + ([audit_problem] if audit_problem else [])
+    missing = (_missing(runs, bench, ood) + unmatched(runs, seed_runs)
+               + ([audit_problem] if audit_problem else []))
     if config.strict and missing:
         raise ConfigError("missing inputs (--strict):\n" + "\n".join(f"- {m}" for m in missing))
     out = config.out
@@ -108,13 +120,14 @@ def write_results(config: ResultsConfig) -> list[Path]:
     pages = {
         AUDIT_PAGE: (audit_body, audit_inputs),
         "training.md": (training_markdown(runs), _files(runs, MANIFEST_NAME)),
-        "evaluation.md": (evaluation_markdown(runs), _files(runs, MANIFEST_NAME, EVAL_METRICS)),
+        "evaluation.md": (evaluation_markdown(runs, seeds_markdown(runs, seed_runs)),
+                          _files([*runs, *seed_runs], MANIFEST_NAME, EVAL_METRICS)),
         "optimize.md": (optimize_markdown(runs), _files(runs, OPTIMIZE_SUMMARY)),
         "trust.md": (trust_markdown(runs, ood), trust_inputs(runs, ood)),
         "bench.md": (_bench_markdown(bench, out), bench.files),
     }
     every_input = [f for _, files in pages.values() for f in files]
-    summary = summary_markdown(runs, bench, ood, missing, PAGES)
+    summary = summary_markdown(runs, bench, ood, missing, PAGES, seed_runs)
     pages = {SUMMARY_NAME: (summary, every_input), **pages}
     written = []
     for name, (body, inputs) in pages.items():

@@ -12,7 +12,8 @@ from brainedge.tables import Column, markdown_table
 SUBSET_NAMES = {FULL_TEST: "full test", CLEAN_TEST: "leakage-free"}
 
 
-def evaluation_markdown(runs: Sequence[RunFolder]) -> str:
+def evaluation_markdown(runs: Sequence[RunFolder], seeds_section: str = "") -> str:
+    """``seeds_section``: the comparison with other seeds of the same recipe (seeds.py)."""
     scored = [(run, subset, metrics) for run in runs for subset, metrics in _subsets(run)]
     parts = ["# Evaluation"]
     if scored:
@@ -25,6 +26,7 @@ def evaluation_markdown(runs: Sequence[RunFolder]) -> str:
             _recall_table(scored),
         ]
     parts += problem_lines(runs, EVALUATION)
+    parts += [seeds_section] if seeds_section else []
     return "\n\n".join(parts) + "\n"
 
 

@@ -18,15 +18,19 @@ from benchmarks.results.inputs import (
     RunFolder,
 )
 from benchmarks.results.optimize import variant_row
+from benchmarks.results.seeds import seeds_summary
 from benchmarks.results.trust import trust_summary
 from brainedge.tables import markdown_table
 
 
 def summary_markdown(runs: Sequence[RunFolder], bench: BenchInputs, ood: OODInputs,
-                     missing: Sequence[str], pages: Mapping[str, str]) -> str:
+                     missing: Sequence[str], pages: Mapping[str, str],
+                     seed_runs: Sequence[RunFolder] = ()) -> str:
     """``missing`` notes every input not found; ``pages`` maps each detail page's file name
-    to its title, for the links."""
+    to its title, for the links; ``seed_runs`` are other seeds of the runs' recipes."""
+    seeds = seeds_summary(runs, seed_runs)
     parts = ["# BrainEdge results", "## Accuracy", _accuracy_table(runs),
+             *(["Other seeds of the same recipe:\n\n" + "\n".join(seeds)] if seeds else []),
              f"## Edge variant ({TARGET_VARIANT})", _int8_table(runs),
              f"## Speed-up of {TARGET_VARIANT} over Keras FP32 (e2e p50)", _speed_table(bench),
              "## Trust (calibration, out-of-distribution score)", trust_summary(runs, ood),
