@@ -37,7 +37,8 @@ def _train_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--epochs", type=int),
         click.option("--batch-size", type=int),
         click.option("--learning-rate", type=float),
-        click.option("--weights", help="imagenet | none | PATH to a backbone 'notop' .h5 file."),
+        click.option("--weights", help="imagenet | none | PATH to a backbone 'notop' .h5 file "
+                     "(tf_keras), or a Keras 3 .weights.h5 matched by layer order and shape."),
         click.option("--freeze-base/--no-freeze-base", default=None,
                      help="Freeze the backbone [default: when weights are pre-trained]."),
         click.option("--fine-tune-epochs", type=int,
