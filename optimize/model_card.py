@@ -45,6 +45,8 @@ _INTENDED_USE = """\
 - No external validation in this card. An earlier model of this project scored far lower on
   slices from another source than on this test split: expect a drop on your own data.
 - Trained from scratch (ImageNet weights cannot be fetched where it was trained).
+- An int8 model's probabilities come in steps of 1/256 (0.39%) before calibration: a class
+  below one step reads 0%, so 100% means every other class scored below it, not certainty.
 """
 
 
