@@ -129,9 +129,12 @@ def optimize(run_dir: Path | None, data_dir: Path | None, out: Path | None,
               help="Leakage-free test images per class whose predictions the card records.")
 @click.option("--command", "commands", multiple=True, metavar="CMD",
               help="A command that made the artifact, quoted in the model card (repeatable).")
+@click.option("--compress", is_flag=True,
+              help="Store the model file xz-compressed (model.tflite.xz): loading decompresses "
+                   "it in memory and checks the model bytes' sha256. For the 25 MB budget.")
 @friendly_errors
 def ship(artifact: Path, name: str, data_dir: Path, clean_list: Path, models_dir: Path,
-         sample_per_class: int, commands: tuple[str, ...]) -> None:
+         sample_per_class: int, commands: tuple[str, ...], compress: bool) -> None:
     """Ship an artifact with the package: evaluate it and copy it into models/NAME.
 
     Refuses an artifact that failed its parity gate or whose parent was trained on the
@@ -142,7 +145,8 @@ def ship(artifact: Path, name: str, data_dir: Path, clean_list: Path, models_dir
 
     target = ship_artifact(ShipConfig(artifact=artifact, name=name, data=data_dir,
                                       clean_list=clean_list, models_dir=models_dir,
-                                      sample_per_class=sample_per_class, commands=commands))
+                                      sample_per_class=sample_per_class, commands=commands,
+                                      compress=compress))
     click.echo(f"shipped {artifact} as {target}; model card: {models_dir / 'MODEL_CARD.md'}")
 
 

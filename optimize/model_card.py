@@ -122,12 +122,20 @@ def _rates_as_run(stretches: Sequence[Mapping[str, Any]] | None) -> str:
     return " Learning rate as run: " + stretches_text(stretches) + "."
 
 
+def _stored(card: Mapping[str, Any]) -> str:
+    stored = card.get("stored_as")
+    if not stored or stored == card["model_file"]:
+        return ""
+    return (f" Stored xz-compressed as `{stored}` ({card['stored_bytes'] / 1e6:.2f} MB); "
+            "loading decompresses it in memory and checks that sha256.")
+
+
 def _model_section(card: Mapping[str, Any]) -> str:
     recipe, training, gate = card["recipe"], card["training"], card["gate"]
     parts = [
         f"## `models/{card['name']}`: {card['model']} {card['variant']}",
         f"- File `{card['model_file']}`, {card['size_bytes'] / 1e6:.2f} MB, sha256 "
-        f"`{card['sha256']}` (checked on every load).",
+        f"`{card['sha256']}` (checked on every load)." + _stored(card),
         f"- Trained {training.get('epochs_run')} epochs at {recipe.get('image_size')} px "
         f"({training.get('precision')}, {training.get('seconds_per_epoch') or 0:.0f} s per "
         f"epoch), batch {recipe.get('batch_size')}, Adam {recipe.get('learning_rate')} with the "

@@ -41,6 +41,7 @@ class ShipConfig:
     sample_per_class: int = 60
     n_bootstrap: int = 1000
     commands: tuple[str, ...] = ()  # how the artifact was made, quoted in the card
+    compress: bool = False  # store the model file as MODEL.xz (runtime.compressed)
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -65,12 +66,17 @@ def ship(config: ShipConfig) -> Path:
     staging.mkdir(parents=True)
     for name in (MANIFEST_NAME, *manifest.files):
         shutil.copy2(artifact.folder / name, staging / name)
+    if config.compress:
+        from runtime.compressed import store_compressed
+
+        store_compressed(staging, artifact.model_path.name)
     with tempfile.TemporaryDirectory(prefix="brainedge-ship-") as eval_dir:
         report = evaluate_run(EvalConfig(run_dir=staging, data=config.data,
                                          clean_list=config.clean_list, out=Path(eval_dir),
                                          n_bootstrap=config.n_bootstrap))
         sample = _fixed_sample(Path(eval_dir) / "predictions.csv", config)
     card = _card(config, artifact, report.results, sample)
+    card["stored_bytes"] = (staging / card["stored_as"]).stat().st_size
     write_json(staging / CARD_NAME, card)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
@@ -134,6 +140,7 @@ def _card(config: ShipConfig, artifact: Any, results: dict[str, Any],
         "model_file": artifact.model_path.name,
         "sha256": artifact.sha256,
         "size_bytes": artifact.model_path.stat().st_size,
+        "stored_as": artifact.model_path.name + (".xz" if config.compress else ""),
         "recipe": read_json(parent / "config.json"),
         "training": {k: parent_manifest.metrics.get(k) for k in
                      ("val_accuracy", "val_images", "epochs_run", "seconds_per_epoch", "params")}

@@ -20,8 +20,10 @@ def get_predictor(
     num_threads: int | None = None,
     providers: Sequence[str] | None = None,
     pool_size: int = 1,
+    content: bytes | None = None,
 ) -> Predictor:
     """Load a model file with ``backend``, or with the backend its file suffix implies.
+    ``content``: the model bytes, already read and verified (a compressed artifact).
 
     This is the low-level loader and checks no manifest; ``runtime.load_classifier`` is the
     one to use on artifacts (it verifies the sha256 and applies the manifest).
@@ -39,13 +41,19 @@ def get_predictor(
     if backend == "litert":
         from runtime.litert import LiteRTPredictor
 
-        return LiteRTPredictor(path, num_threads=num_threads, pool_size=pool_size)
+        return LiteRTPredictor(path, num_threads=num_threads, pool_size=pool_size,
+                               content=content)
     if backend == "onnxruntime":
         from runtime.onnx import OnnxPredictor
 
-        return OnnxPredictor(path, num_threads=num_threads, providers=providers)
+        return OnnxPredictor(path, num_threads=num_threads, providers=providers,
+                             content=content)
     if backend == "keras":
         from runtime.keras import KerasPredictor
+
+        if content is not None:
+            raise ModelLoadError(f"{path}: a Keras model cannot be loaded from bytes; store "
+                                 "it uncompressed")
 
         return KerasPredictor(path, num_threads=num_threads)
     raise UnknownBackendError(f"unknown backend {backend!r}; choose from: {', '.join(BACKENDS)}")

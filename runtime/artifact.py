@@ -8,11 +8,12 @@ preprocess: runtime/ trusts it instead of guessing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from brainedge.errors import ArtifactIntegrityError, ModelLoadError
 from brainedge.manifest import MANIFEST_NAME, Manifest, load_manifest, sha256_file
+from runtime.compressed import compressed_entry, read_compressed
 from runtime.keras import check_safe_format
 
 # manifest "format" -> (model file inside the folder, backend that runs it)
@@ -26,9 +27,12 @@ FORMATS = {
 @dataclass(frozen=True)
 class Artifact:
     folder: Path
-    model_path: Path
+    model_path: Path  # the file on disk: model.tflite, or model.tflite.xz when compressed
     manifest: Manifest
-    sha256: str
+    sha256: str  # of the model bytes, however they are stored
+    # The verified model bytes of a compressed artifact (runtime.compressed); None when the
+    # runtime reads model_path itself.
+    content: bytes | None = field(default=None, repr=False)
 
     @property
     def backend(self) -> str:
@@ -63,13 +67,18 @@ def open_artifact(path: str | Path) -> Artifact:
         raise ModelLoadError(f"{folder}: unknown format {manifest.format!r} in its manifest; "
                              f"expected one of {', '.join(FORMATS)}")
     model_name = FORMATS[manifest.format][0]
-    model_path = folder / model_name
+    try:
+        compressed = compressed_entry(manifest.extra, model_name)
+    except ArtifactIntegrityError as exc:
+        raise ArtifactIntegrityError(f"{folder}: {exc}") from None
+    model_path = folder / (model_name if compressed is None else compressed["file"])
     if path.is_file() and path != model_path:
-        raise ModelLoadError(f"{path}: its manifest describes {model_name}, not {path.name}")
-    expected = manifest.files.get(model_name)
+        raise ModelLoadError(f"{path}: its manifest describes {model_path.name}, not "
+                             f"{path.name}")
+    expected = manifest.files.get(model_path.name)
     if expected is None:
         raise ArtifactIntegrityError(f"{folder}/{MANIFEST_NAME} lists no sha256 for "
-                                     f"{model_name}; refusing to load an unverified model")
+                                     f"{model_path.name}; refusing to load an unverified model")
     if not model_path.is_file():
         raise ModelLoadError(f"{model_path}: missing; the artifact is incomplete, re-create it")
     actual = sha256_file(model_path)
@@ -79,4 +88,7 @@ def open_artifact(path: str | Path) -> Artifact:
             f"({expected[:12]}…); the file was changed or is incomplete. Refusing to load it; "
             "re-create or re-copy the artifact folder"
         )
-    return Artifact(folder, model_path, manifest, actual)
+    if compressed is None:
+        return Artifact(folder, model_path, manifest, actual)
+    content = read_compressed(model_path, compressed)
+    return Artifact(folder, model_path, manifest, compressed["model_sha256"], content)

@@ -198,5 +198,5 @@ def load_classifier(
         raise UnknownBackendError(f"{artifact.folder} is a {artifact.manifest.format} artifact, "
                                   f"run by {artifact.backend}, not {backend}")
     predictor = get_predictor(artifact.model_path, artifact.backend, num_threads=num_threads,
-                              providers=providers, pool_size=pool_size)
+                              providers=providers, pool_size=pool_size, content=artifact.content)
     return Classifier(artifact, predictor)

@@ -83,9 +83,12 @@ class LiteRTPredictor(Predictor):
     name = "litert"
 
     def __init__(self, path: str | Path, num_threads: int | None = None,
-                 pool_size: int = 1) -> None:
+                 pool_size: int = 1, content: bytes | None = None) -> None:
+        """``content``: the verified model bytes of a compressed artifact; ``path`` then
+        only names it in messages."""
         interpreter_class, self.library, self.version = _interpreter_class()
-        self.path = check_model_file(path)
+        self.path = check_model_file(path)  # the file on disk, compressed or not
+        self._content = content
         self.num_threads = check_num_threads(num_threads)
         if not isinstance(pool_size, int) or pool_size < 1:
             raise ConfigError(f"pool_size must be a positive integer, got {pool_size!r}")
@@ -115,8 +118,9 @@ class LiteRTPredictor(Predictor):
 
     def _load(self, interpreter_class: type) -> _Slot:
         try:
-            interpreter = interpreter_class(model_path=str(self.path),
-                                            num_threads=self.num_threads)
+            source = ({"model_path": str(self.path)} if self._content is None
+                      else {"model_content": self._content})
+            interpreter = interpreter_class(**source, num_threads=self.num_threads)
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(

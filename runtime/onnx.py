@@ -52,10 +52,13 @@ class OnnxPredictor(Predictor):
         path: str | Path,
         num_threads: int | None = None,
         providers: Sequence[str] | None = None,
+        content: bytes | None = None,
     ) -> None:
+        """``content``: the verified model bytes of a compressed artifact; ``path`` then
+        only names it in messages."""
         ort = requires("onnxruntime", "edge")
         self.version = ort.__version__
-        self.path = check_model_file(path)
+        self.path = check_model_file(path)  # the file on disk, compressed or not
         self.num_threads = check_num_threads(num_threads)
         self.providers = tuple(providers or DEFAULT_PROVIDERS)
         # ORT only warns about a provider it does not have and falls back to CPU, which would
@@ -72,7 +75,8 @@ class OnnxPredictor(Predictor):
             options.intra_op_num_threads = self.num_threads
         try:
             self._session = ort.InferenceSession(
-                str(self.path), sess_options=options, providers=list(self.providers)
+                str(self.path) if content is None else content, sess_options=options,
+                providers=list(self.providers)
             )
         # ORT's own exception types (InvalidProtobuf, Fail, ...) derive from Exception only.
         except Exception as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,14 @@ def test_shipping_verifies_evaluates_and_writes_card_and_model_card(
     assert rates[0]["first"] == 1 and rates[-1]["last"] == card["training"]["epochs_run"]
     assert "Learning rate as run: " in text
     assert not list(models.glob(".*staging"))
+
+    # --compress: the same model, stored as model.tflite.xz, evaluated and loaded from memory
+    packed = optimize.ship.ship(replace(_config(optimized_run, phantom_data, clean_list, models),
+                                        name="packed", compress=True))
+    assert sorted(p.name for p in packed.iterdir()) == ["card.json", "manifest.json",
+                                                        "model.tflite.xz", "ood.npz"]
+    packed_card = read_json(packed / "card.json")
+    assert packed_card["sha256"] == card["sha256"] == load_classifier(packed).artifact.sha256
+    assert packed_card["evaluation"]["full test"]["accuracy"] == full["accuracy"]
+    assert packed_card["stored_bytes"] == (packed / "model.tflite.xz").stat().st_size
+    assert "Stored xz-compressed as `model.tflite.xz`" in (models / "MODEL_CARD.md").read_text()
