@@ -105,16 +105,3 @@ def test_layers_are_read_in_natural_order_and_gaps_are_refused(tmp_path: Path) -
         f["dense/vars/2"] = np.zeros((2,), np.float32)
     with pytest.raises(WeightsUnavailableError, match=r"not 0\.\.n-1"):
         read_keras3_layers(gap)
-
-
-def test_a_keras2_weights_file_is_not_taken_for_keras3(tmp_path: Path) -> None:
-    from training.config import Arch
-    from training.keras3_weights import is_keras3_weights
-    from training.models import build_backbone
-
-    base = build_backbone(Arch.VGG16, 32, "none")
-    path = tmp_path / "vgg16_notop.h5"
-    base.save_weights(str(path))
-    assert not is_keras3_weights(path)
-    loaded = build_backbone(Arch.VGG16, 32, str(path))  # through tf_keras's own loader
-    np.testing.assert_array_equal(loaded.get_weights()[0], base.get_weights()[0])

@@ -101,11 +101,13 @@ def test_tampered_model_file_is_refused(trained_run: Path, tmp_path: Path) -> No
 
 def test_backbone_loads_weights_from_a_local_file(tmp_path: Path) -> None:
     from training.config import Arch
+    from training.keras3_weights import is_keras3_weights
     from training.models import build_backbone
 
     source = build_backbone(Arch.VGG16, 32, "none")
     path = tmp_path / "vgg16_notop.h5"
     source.save_weights(str(path))
+    assert not is_keras3_weights(path)  # tf_keras's own layout goes to tf_keras's loader
     loaded = build_backbone(Arch.VGG16, 32, str(path))
     for a, b in zip(source.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
