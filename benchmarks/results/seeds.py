@@ -102,12 +102,12 @@ def seeds_summary(runs: Sequence[RunFolder], seed_runs: Sequence[RunFolder]) -> 
 def within_each_other(runs: Sequence[RunFolder], subset: str) -> bool | None:
     """True when every run's accuracy lies inside every other run's 95% CI; None when a run
     lacks the figures."""
-    figures = [_figures(r, subset) for r in runs]
-    if any(f is None for f in figures):
+    figures = [f for r in runs if (f := _figures(r, subset)) is not None]
+    if len(figures) != len(runs):
         return None
-    return all(lo <= other[0] <= hi
-               for i, (_, (lo, hi)) in enumerate(figures)  # type: ignore[misc]
-               for j, other in enumerate(figures) if i != j)  # type: ignore[misc]
+    return all(lo <= accuracy <= hi
+               for i, (_, (lo, hi)) in enumerate(figures)
+               for j, (accuracy, _) in enumerate(figures) if i != j)
 
 
 def _figures(run: RunFolder, subset: str) -> tuple[float, tuple[float, float]] | None:
