@@ -148,7 +148,7 @@ def run_job(raw: Mapping[str, Any]) -> dict[str, Any]:
     result["variant"] = variant_name(classifier.artifact.manifest)
     providers = getattr(classifier.predictor, "providers", None)
     result["provider"] = providers[0] if providers else "cpu"
-    result["size_bytes"] = classifier.artifact.model_path.stat().st_size
+    result["size_bytes"] = classifier.artifact.size_bytes
     result["gzip_bytes"] = classifier.artifact.manifest.metrics.get("gzip_bytes")
 
     e2e = EndToEndSUT(classifier, job["e2e_images"]) if job["e2e_images"] else None
@@ -203,7 +203,7 @@ def _run_untimed(job: Mapping[str, Any]) -> dict[str, Any]:
         "load_ms": None, "peak_rss_load_mb": None, "describe": classifier.describe(),
         "variant": variant_name(classifier.artifact.manifest),
         "provider": providers[0] if providers else "cpu",
-        "size_bytes": classifier.artifact.model_path.stat().st_size,
+        "size_bytes": classifier.artifact.size_bytes,
         "gzip_bytes": classifier.artifact.manifest.metrics.get("gzip_bytes"),
         "batches": [], "e2e_latency_ms": None, "e2e_stages_ms": None,
         "e2e_images": len(job["e2e_images"]),

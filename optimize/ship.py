@@ -139,7 +139,7 @@ def _card(config: ShipConfig, artifact: Any, results: dict[str, Any],
         "precision": manifest.precision,
         "model_file": artifact.model_path.name,
         "sha256": artifact.sha256,
-        "size_bytes": artifact.model_path.stat().st_size,
+        "size_bytes": artifact.size_bytes,
         "stored_as": artifact.model_path.name + (".xz" if config.compress else ""),
         "recipe": read_json(parent / "config.json"),
         "training": {k: parent_manifest.metrics.get(k) for k in

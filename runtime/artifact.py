@@ -35,6 +35,11 @@ class Artifact:
     content: bytes | None = field(default=None, repr=False)
 
     @property
+    def size_bytes(self) -> int:
+        """The model's size in bytes, however it is stored."""
+        return len(self.content) if self.content is not None else self.model_path.stat().st_size
+
+    @property
     def backend(self) -> str:
         return FORMATS[self.manifest.format][1]
 

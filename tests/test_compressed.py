@@ -37,6 +37,7 @@ def test_a_compressed_onnx_artifact_answers_as_the_plain_one_from_memory(tmp_pat
     a, b = load_classifier(plain), load_classifier(packed)
     assert b.artifact.sha256 == a.artifact.sha256  # the model's sha256, however stored
     assert b.artifact.model_path.name == "model.onnx.xz" and b.artifact.content is not None
+    assert b.artifact.size_bytes == a.artifact.size_bytes == (plain / "model.onnx").stat().st_size
     x = np.stack([a.prepare(phantom("glioma", s)) for s in range(3)])
     np.testing.assert_array_equal(b.predict_batch(x), a.predict_batch(x))
     # decompressed in memory only: nothing new appeared beside it
