@@ -12,6 +12,7 @@ The same layers are clustered as are pruned: every Conv2D and Dense except the o
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from brainedge.errors import ConversionError, requires
 from brainedge.tf_compat import keras
 from optimize.config import ClusterConfig
+from optimize.finetune_backup import backup_callbacks
 from optimize.prune import copy_with_frozen_batchnorm, kernel_of, leaf_layers, prunable_layers
 from runtime.preprocess import PreprocessSpec
 from training.config import AugmentConfig
@@ -38,11 +40,13 @@ def cluster_model(
     num_classes: int,
     config: ClusterConfig,
     seed: int = 0,
+    backup: Path | None = None,
 ) -> keras.Model:
     """Cluster a copy of ``model``'s prunable kernels, fine-tune the centroids, strip.
 
     Zeros stay zeros; the returned plain Keras model has at most ``config.clusters`` distinct
-    non-zero values per clustered kernel. ``model`` itself is not modified.
+    non-zero values per clustered kernel. ``model`` itself is not modified. ``backup``: as
+    in ``prune_model``.
     """
     wrapped = _wrap(copy_with_frozen_batchnorm(model), config)
     wrapped.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
@@ -53,6 +57,7 @@ def cluster_model(
             validation_data=to_tf_dataset(val, spec, num_classes, config.batch_size, None,
                                           seed),
             epochs=config.fine_tune_epochs,
+            callbacks=backup_callbacks(backup),
             verbose=keras_verbosity(),
         )
     try:

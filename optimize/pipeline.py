@@ -70,7 +70,8 @@ class _Sources:
         self.notes: dict[Source, dict[str, Any]] = {}
 
     def get(self, source: Source) -> Any:
-        from optimize.source_cache import load_source, save_source, source_key
+        from optimize.finetune_backup import backup_dir, clear_backup
+        from optimize.source_cache import CACHE_DIR, load_source, save_source, source_key
 
         if source not in self._models:
             key = source_key(source, self.parent.reference["manifest_sha256"], self.config)
@@ -81,12 +82,16 @@ class _Sources:
                 self._models[source], self.notes[source] = saved
                 return self._models[source]
             start = time.monotonic()
-            self._models[source] = self._build(source)
+            sources_dir = self.config.output / CACHE_DIR
+            if self.config.rebuild:
+                clear_backup(sources_dir, source.value)  # --rebuild trusts no earlier epoch
+            self._models[source] = self._build(source, backup_dir(sources_dir, key))
             self.notes.setdefault(source, {})["build_seconds"] = time.monotonic() - start
             save_source(self.config.output, key, self._models[source], self.notes[source])
+            clear_backup(sources_dir, source.value)
         return self._models[source]
 
-    def _build(self, source: Source) -> Any:
+    def _build(self, source: Source, backup: Path) -> Any:
         from optimize.cluster import cluster_model, describe
         from optimize.prune import prune_model, xnnpack_latency_policy
         from optimize.qat import quantize_aware
@@ -94,21 +99,23 @@ class _Sources:
         p, c = self.parent, self.config
         n = len(p.class_names)
         if source is Source.PRUNED:
-            return prune_model(p.model, p.train, p.val, p.spec, n, c.prune, seed=c.seed)
+            return prune_model(p.model, p.train, p.val, p.spec, n, c.prune, seed=c.seed,
+                               backup=backup)
         if source is Source.PRUNED_2_4:
             ok, reason = xnnpack_latency_policy(p.model)
             self.notes[source] = {"xnnpack_latency_policy": ok,
                                   "xnnpack_latency_policy_reason": reason}
             return prune_model(p.model, p.train, p.val, p.spec, n, c.prune, m_by_n=(2, 4),
-                               seed=c.seed)
+                               seed=c.seed, backup=backup)
         if source is Source.PRUNED_CLUSTERED:
             pruned = self.get(Source.PRUNED)
             self.notes[source] = describe(c.cluster)
-            return cluster_model(pruned, p.train, p.val, p.spec, n, c.cluster, seed=c.seed)
+            return cluster_model(pruned, p.train, p.val, p.spec, n, c.cluster, seed=c.seed,
+                                 backup=backup)
         if source is Source.QAT:
             return quantize_aware(p.model, p.train, p.val, p.spec, n, epochs=c.qat_epochs,
                                   learning_rate=c.prune.learning_rate,
-                                  batch_size=c.prune.batch_size, seed=c.seed)
+                                  batch_size=c.prune.batch_size, seed=c.seed, backup=backup)
         raise AssertionError(source)
 
 

@@ -9,6 +9,7 @@ tiny, so pruning it saves nothing, and every weight in it moves a class score di
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from brainedge.errors import ConfigError, ConversionError, requires
 from brainedge.tf_compat import keras
 from optimize.config import PruneConfig
+from optimize.finetune_backup import backup_callbacks
 from runtime.preprocess import PreprocessSpec
 from training.config import AugmentConfig
 from training.pipeline import PreparedSet, keras_verbosity, to_tf_dataset
@@ -44,12 +46,15 @@ def prune_model(
     config: PruneConfig,
     m_by_n: tuple[int, int] | None = None,
     seed: int = 0,
+    backup: Path | None = None,
 ) -> keras.Model:
     """Prune and fine-tune a copy of ``model``; return it stripped of pruning wrappers.
 
     Without ``m_by_n``, sparsity ramps from 0 to ``config.target_sparsity`` with a polynomial
     schedule; with it (e.g. ``(2, 4)``), every group of n consecutive input-channel weights
-    keeps its n - m largest. ``model`` itself is not modified.
+    keeps its n - m largest. ``model`` itself is not modified. With ``backup``, each epoch is
+    saved there and an interrupted fine-tune resumes from its last finished epoch
+    (``optimize.finetune_backup``).
     """
     if m_by_n is not None:
         _check_m_by_n(m_by_n)
@@ -62,7 +67,7 @@ def prune_model(
         to_tf_dataset(train, spec, num_classes, config.batch_size, AugmentConfig(), seed),
         validation_data=to_tf_dataset(val, spec, num_classes, config.batch_size, None, seed),
         epochs=config.fine_tune_epochs,
-        callbacks=[sparsity.UpdatePruningStep()],
+        callbacks=[*backup_callbacks(backup), sparsity.UpdatePruningStep()],
         verbose=keras_verbosity(),
     )
     try:

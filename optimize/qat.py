@@ -24,12 +24,14 @@ Two things TFMOT does not do for us:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from brainedge.errors import ConfigError, ConversionError, requires
 from brainedge.tf_compat import keras, tf
+from optimize.finetune_backup import backup_callbacks
 from optimize.prune import copy_with_frozen_batchnorm
 from runtime.preprocess import PreprocessSpec, scale
 from training.config import AugmentConfig
@@ -105,11 +107,13 @@ def quantize_aware(
     learning_rate: float,
     batch_size: int,
     seed: int = 0,
+    backup: Path | None = None,
 ) -> keras.Model:
     """Build the QAT model of ``model`` and fine-tune it with the training augmentation.
 
     ``model`` itself is not modified. The result keeps TFMOT's wrappers; convert it with the
     TFLite converter (``Optimize.DEFAULT``, a representative dataset, int8 input/output).
+    ``backup``: as in ``optimize.prune.prune_model``.
     """
     _check_training(epochs, learning_rate, batch_size)
     rng = np.random.default_rng(seed)
@@ -121,6 +125,7 @@ def quantize_aware(
         to_tf_dataset(train, spec, num_classes, batch_size, AugmentConfig(), seed),
         validation_data=to_tf_dataset(val, spec, num_classes, batch_size, None, seed),
         epochs=epochs,
+        callbacks=backup_callbacks(backup),
         verbose=keras_verbosity(),
     )
     return qat

@@ -137,3 +137,70 @@ def test_clustering_settings_key_the_clustered_model_but_not_the_pruned_one(
     assert source_key(Source.PRUNED, "x", a) == source_key(Source.PRUNED, "x", b)
     assert source_key(Source.PRUNED_CLUSTERED, "x", a) != \
         source_key(Source.PRUNED_CLUSTERED, "x", b)
+
+
+def test_a_fine_tune_key_keeps_its_backup_and_another_key_empties_it(tmp_path: Path) -> None:
+    from optimize.config import OptimizeConfig, PruneConfig, Source
+    from optimize.finetune_backup import backup_dir, clear_backup
+    from optimize.source_cache import source_key
+
+    key = source_key(Source.PRUNED, "a" * 64, OptimizeConfig(run_dir=tmp_path))
+    folder = backup_dir(tmp_path, key)
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "epoch").write_text("1")
+
+    assert backup_dir(tmp_path, key) == folder
+    assert (folder / "checkpoints" / "epoch").is_file()  # the same fine-tune resumes from it
+    sparser = OptimizeConfig(run_dir=tmp_path, prune=PruneConfig(target_sparsity=0.7))
+    assert backup_dir(tmp_path, source_key(Source.PRUNED, "a" * 64, sparser)) == folder
+    assert not (folder / "checkpoints").exists()  # another fine-tune starts over
+    clear_backup(tmp_path, Source.PRUNED.value)
+    assert not folder.exists()
+
+
+def test_an_interrupted_pruning_fine_tune_resumes_at_its_next_epoch(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Stopped after its first of three epochs, the fine-tune runs only the other two, with
+    the pruning step (which drives the sparsity schedule) where the first epoch left it."""
+    from brainedge.tf_compat import keras
+    from optimize import prune
+    from optimize.config import PruneConfig
+    from tests.test_prune_qat import NUM_CLASSES, _prepared, _small_dense_style_model, _spec
+
+    class Stop(Exception):
+        pass
+
+    class Probe(keras.callbacks.Callback):
+        def __init__(self, stop_at: int | None) -> None:
+            super().__init__()
+            self.stop_at, self.epochs, self.first_step = stop_at, [], None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == self.stop_at:
+                raise Stop  # as a session's end would, after the previous epoch's backup
+            self.epochs.append(epoch)
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.first_step is None:
+                layers = [layer for layer in self.model.layers if hasattr(layer, "pruning_step")]
+                self.first_step = int(layers[0].pruning_step.numpy())
+
+    real = prune.backup_callbacks
+    config = PruneConfig(target_sparsity=0.5, fine_tune_epochs=3, batch_size=4)
+    args = (_prepared(16), _prepared(8, seed=1), _spec("densenet121"), NUM_CLASSES, config)
+
+    def run(probe: Probe) -> keras.Model:
+        monkeypatch.setattr(prune, "backup_callbacks", lambda backup: [*real(backup), probe])
+        return prune.prune_model(_small_dense_style_model(), *args, backup=tmp_path)
+
+    stopped = Probe(stop_at=1)
+    with pytest.raises(Stop):
+        run(stopped)
+    assert stopped.epochs == [0]
+
+    resumed = Probe(stop_at=None)
+    pruned = run(resumed)
+    assert resumed.epochs == [1, 2]
+    assert resumed.first_step == 16 // 4  # one epoch of 4 steps already counted
+    assert prune.sparsity_report(pruned)["sparsity"] == pytest.approx(0.5, abs=0.02)
