@@ -62,6 +62,7 @@ def test_a_stopped_run_converts_what_is_missing_and_trains_nothing_again(
 
     assert result.exit_code == 0, result.output
     assert converted == missing
+    assert not list((optimized_run / ".sources").glob("*.backup"))  # finished: none left
     for name, status in OPTIMIZED_VARIANTS.items():
         metrics = load_manifest(out / name).metrics
         assert metrics["status"] == status, name
