@@ -1,7 +1,7 @@
 """Artifacts stored xz-compressed (brainedge ship --compress): loaded from memory, verified.
 
-The ONNX artifacts are hand-written tiny classifiers; the LiteRT case compresses a copy of the
-shipped DenseNet121. Neither needs TensorFlow.
+The ONNX artifacts are hand-written tiny classifiers; the LiteRT case is the shipped DenseNet121,
+stored compressed, against a plain copy of it. Neither needs TensorFlow.
 """
 
 from __future__ import annotations
@@ -44,13 +44,29 @@ def test_a_compressed_onnx_artifact_answers_as_the_plain_one_from_memory(tmp_pat
     assert sorted(p.name for p in packed.iterdir()) == [MANIFEST_NAME, "model.onnx.xz"]
 
 
-def test_a_compressed_shipped_tflite_loads_through_litert_with_the_same_answers(
+def plain_copy(folder: Path, target: Path) -> Path:
+    """``folder`` with its compressed model unpacked and the manifest saying so, as
+    ``brainedge ship`` without ``--compress`` would have left it."""
+    shutil.copytree(folder, target)
+    data = json.loads((target / MANIFEST_NAME).read_text())
+    entry = data["extra"].pop(COMPRESSED_KEY)
+    packed = target / entry["file"]
+    (target / entry["model_file"]).write_bytes(lzma.decompress(packed.read_bytes()))
+    packed.unlink()
+    del data["files"][entry["file"]]
+    data["files"][entry["model_file"]] = entry["model_sha256"]
+    (target / MANIFEST_NAME).write_text(json.dumps(data))
+    return target
+
+
+def test_the_compressed_shipped_tflite_loads_through_litert_with_the_plain_answers(
         tmp_path: Path) -> None:
     shipped = shipped_artifacts()["densenet121"]
-    packed = compressed_copy(shipped, tmp_path / "packed", "model.tflite")
-    assert (packed / "model.tflite.xz").stat().st_size < (shipped / "model.tflite").stat().st_size
-    a, b = load_classifier(shipped), load_classifier(packed)
+    assert (shipped / "model.tflite.xz").is_file() and not (shipped / "model.tflite").exists()
+    plain = plain_copy(shipped, tmp_path / "plain")
+    a, b = load_classifier(plain), load_classifier(shipped)
     assert b.predictor.name == "litert" and b.artifact.sha256 == a.artifact.sha256
+    assert (shipped / "model.tflite.xz").stat().st_size < (plain / "model.tflite").stat().st_size
     x = np.stack([a.prepare(phantom(label, 1)) for label in ("glioma", "pituitary")])
     np.testing.assert_array_equal(b.predict_batch(x), a.predict_batch(x))
 
