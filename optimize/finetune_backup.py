@@ -1,11 +1,11 @@
 """Per-epoch backups of a fine-tune in progress, so an interrupted optimize loses one epoch.
 
 ``source_cache`` keeps each fine-tuned source once it is finished, but a fine-tune is several
-epochs, and in float32 on two cores one VGG16 epoch takes tens of minutes: a session that ends
-mid-fine-tune used to throw all of it away. Keras's BackupAndRestore saves the wrapped model's
-weights (TFMOT's masks, pruning step and cluster centroids included), the optimizer and the
-epoch counter after every epoch, and a later ``fit`` on the same wrapped model resumes from
-them.
+epochs in float32 (one DenseNet121 epoch took 5 to 7 minutes on two AVX-512 cores, VGG16 needs
+about five times its FLOPs): a session that ends mid-fine-tune used to throw all of it away.
+Keras's BackupAndRestore saves the wrapped model's weights (TFMOT's masks, pruning step and
+cluster centroids included), the optimizer and the epoch counter after every epoch, and a later
+``fit`` on the same wrapped model resumes from them.
 
 A backup is only resumed by the same fine-tune: its folder holds the source's key (parent
 manifest and every setting, from ``source_cache.source_key``), and a folder whose key differs
@@ -27,9 +27,13 @@ log = logging.getLogger(__name__)
 KEY_NAME = "key.json"
 
 
+def _folder(sources_dir: Path, source: str) -> Path:
+    return Path(sources_dir) / f"{source}.backup"
+
+
 def backup_dir(sources_dir: Path, key: dict[str, Any]) -> Path:
     """The backup folder for the fine-tune ``key`` names, emptied if it held another's."""
-    folder = Path(sources_dir) / f"{key['source']}.backup"
+    folder = _folder(sources_dir, key["source"])
     key_path = folder / KEY_NAME
     if folder.exists():
         try:
@@ -50,7 +54,7 @@ def backup_dir(sources_dir: Path, key: dict[str, Any]) -> Path:
 
 def clear_backup(sources_dir: Path, source: str) -> None:
     """Remove a finished fine-tune's backup folder (its key file outlives Keras's cleanup)."""
-    shutil.rmtree(Path(sources_dir) / f"{source}.backup", ignore_errors=True)
+    shutil.rmtree(_folder(sources_dir, source), ignore_errors=True)
 
 
 def backup_callbacks(backup: Path | None) -> list[Any]:

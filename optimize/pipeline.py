@@ -78,7 +78,7 @@ class _Sources:
             saved = None if self.config.rebuild else load_source(self.config.output, key)
             if saved is not None:
                 log.info("%s model: fine-tuned by an earlier run, loaded from %s", source.value,
-                         self.config.output / ".sources")
+                         self.config.output / CACHE_DIR)
                 self._models[source], self.notes[source] = saved
                 return self._models[source]
             start = time.monotonic()
