@@ -18,13 +18,15 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 _LINK = re.compile(r"\]\((?!https?://|/|#)([^)]+)\)")
 
 
-def embed_summary(readme: Path, summary: str, results_dir: Path) -> None:
+def embed_summary(readme: Path, summary: str, results_dir: Path, provenance: str) -> None:
+    """Replace what is between the markers with ``provenance`` followed by ``summary``."""
     text = Path(readme).read_text(encoding="utf-8")
     if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
         raise ConfigError(f"{readme} needs exactly one {BEGIN} followed by one {END} line "
                           "where the results summary goes")
     prefix = Path(os.path.relpath(results_dir, Path(readme).parent)).as_posix()
-    body = _LINK.sub(lambda m: f"]({prefix}/{m.group(1)})", _demote_headings(summary))
+    body = _LINK.sub(lambda m: f"]({prefix}/{m.group(1)})",
+                     provenance + "\n\n" + _demote_headings(summary).strip())
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     with atomic_path(Path(readme)) as tmp:
