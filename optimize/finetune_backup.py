@@ -1,8 +1,8 @@
 """Per-epoch backups of a fine-tune in progress, so an interrupted optimize loses one epoch.
 
 ``source_cache`` keeps each fine-tuned source once it is finished, but a fine-tune is several
-epochs in float32 (one DenseNet121 epoch took 5 to 7 minutes on two AVX-512 cores, VGG16 needs
-about five times its FLOPs): a session that ends mid-fine-tune used to throw all of it away.
+epochs in float32 (on two AVX-512 cores one epoch took 5 to 7 minutes for DenseNet121 and 18
+to 20 for VGG16): a session that ends mid-fine-tune used to throw all of it away.
 Keras's BackupAndRestore saves the wrapped model's weights (TFMOT's masks, pruning step and
 cluster centroids included), the optimizer and the epoch counter after every epoch, and a later
 ``fit`` on the same wrapped model resumes from them.
