@@ -83,26 +83,32 @@ def _save_png(fig: Any, path: Path) -> None:
 
 def plot_latency_accuracy(
     path: Path, title: str, points: Sequence[tuple[str, float, float]], xlabel: str,
-    styles: Mapping[str, Style] | None = None,
+    styles: Mapping[str, Style] | None = None, failed: frozenset[str] = frozenset(),
 ) -> Any:
     """Scatter of (label, latency, accuracy), the Pareto front as a step line; returns the Figure.
 
     Every variant has its own marker and colour, named in the legend; only the front's points
     are labelled on the plot. The step is drawn "post": for any latency budget, the line's
-    height is the best accuracy reachable within it.
+    height is the best accuracy reachable within it. Variants in ``failed`` (their parity gate)
+    are drawn hollow, marked so in the legend, and never on the front.
     """
     styles = styles or variant_styles([label for label, _, _ in points])
     fig = _figure(7.6, 4.6)
     ax = fig.add_subplot()
     xs = [x for _, x, _ in points]
     ys = [y for _, _, y in points]
-    front = pareto_front(list(zip(xs, ys, strict=True)))
+    eligible = [i for i, (label, _, _) in enumerate(points) if label not in failed]
+    front = [eligible[j] for j in pareto_front([(xs[i], ys[i]) for i in eligible])]
     if front:
         ax.step([xs[i] for i in front], [ys[i] for i in front], where="post",
                 color="0.35", linewidth=1.2, label="Pareto front", zorder=2)
     on_front = set(front)
     for i, (label, x, y) in enumerate(points):
         marker, colour = styles[label]
+        if label in failed:
+            ax.scatter([x], [y], marker=marker, facecolors="none", edgecolors=colour, s=44,
+                       linewidths=1.2, label=f"{label} (gate failed)", zorder=3)
+            continue
         # Front points stand out with a black edge; their labels say which they are.
         ax.scatter([x], [y], marker=marker, color=colour, s=64 if i in on_front else 44,
                    edgecolors="black" if i in on_front else "none", linewidths=0.9,

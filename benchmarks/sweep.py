@@ -27,6 +27,7 @@ from benchmarks.harness import LatencyStats, harness_overhead, overhead_ratio
 from benchmarks.worker import variant_name
 from brainedge.errors import BrainEdgeError, ConfigError, RunDirError
 from brainedge.manifest import MANIFEST_NAME, Manifest, load_manifest, write_json
+from runtime.gate import read_gate
 
 SCHEMA = "brainedge-bench/1"
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
@@ -208,6 +209,7 @@ def _row(artifact: Path, threads: int, device_kind: str, result: dict[str, Any],
     metrics = manifest.metrics if manifest else {}
     evaluation = result.get("eval") or {}
     fmt = describe.get("format") or (manifest.format if manifest else None)
+    gate = read_gate(manifest) if manifest else None
     return {
         "model": describe.get("model") or (manifest.model if manifest else None),
         "variant": variant_name(manifest) if manifest else None,
@@ -223,6 +225,9 @@ def _row(artifact: Path, threads: int, device_kind: str, result: dict[str, Any],
         "size_bytes": result.get("size_bytes"),
         "gzip_bytes": result.get("gzip_bytes", metrics.get("gzip_bytes")),
         "baseline": fmt == "keras",
+        # The parity gate's verdict travels with the row: a fast variant that failed it is
+        # not one to deploy, and the report must be able to say so on any machine.
+        "gate": gate.to_dict() if gate else None,
         "load_ms": result.get("load_ms"),
         "peak_rss_mb": result.get("peak_rss_mb"),
         "batches": result.get("batches") or [],

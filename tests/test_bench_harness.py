@@ -40,7 +40,7 @@ SIZE, CLASSES = 32, ("glioma", "meningioma", "notumor", "pituitary")
 STATS_KEYS = {"runs", "p50", "p90", "p99", "mean", "std", "min", "max"}
 ROW_KEYS = {
     "model", "variant", "format", "precision", "backend", "runtime_version", "device_kind",
-    "provider", "threads", "artifact", "sha256", "size_bytes", "gzip_bytes", "baseline",
+    "provider", "threads", "artifact", "sha256", "size_bytes", "gzip_bytes", "baseline", "gate",
     "load_ms", "peak_rss_mb", "batches", "e2e_latency_ms", "e2e_stages_ms", "timing",
     "accuracy", "macro_f1",
     "eval_n", "error",
@@ -54,12 +54,15 @@ QUICK = ["--warmup", "1", "--min-runs", "3", "--min-seconds", "0"]
 
 
 def artifact_manifest(folder: Path, model_file: str, fmt: str, variant: str | None,
-                      model: str = "tinynet") -> None:
-    """The manifest ``brainedge optimize`` (variant set) or ``brainedge train`` would write."""
+                      model: str = "tinynet", gate: tuple[str, float] | None = None) -> None:
+    """The manifest ``brainedge optimize`` (variant set) or ``brainedge train`` would write;
+    ``gate``: the parity gate's (status, validation drop as a fraction) it records."""
     data = (folder / model_file).read_bytes()
     metrics: dict[str, Any] = {"val_accuracy": 0.5}
     if variant:
         metrics.update(size_bytes=len(data), gzip_bytes=len(gzip.compress(data)))
+    if gate:
+        metrics.update(status=gate[0], val_drop=gate[1], tolerance=0.01)
     write_manifest(folder, Manifest(
         model=model, format=fmt, precision="float32",
         input_spec={"name": "image", "shape": [None, SIZE, SIZE, 3], "dtype": "float32"},
@@ -117,14 +120,15 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tflite = run_dir / "optimized" / "tflite-fp32"
     tflite.mkdir(parents=True)
     (tflite / "model.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    artifact_manifest(tflite, "model.tflite", "tflite", "tflite-fp32")
+    artifact_manifest(tflite, "model.tflite", "tflite", "tflite-fp32", gate=("passed", 0.0))
 
     onnx_dir = run_dir / "optimized" / "onnx-fp32"
     onnx_dir.mkdir()
     signature = [tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32, name="image")]
     tf2onnx.convert.from_keras(model, input_signature=signature, opset=17,
                                output_path=str(onnx_dir / "model.onnx"))
-    artifact_manifest(onnx_dir, "model.onnx", "onnx", "onnx-fp32")
+    # Failed on purpose: the sweep measures such a variant and says so in its row.
+    artifact_manifest(onnx_dir, "model.onnx", "onnx", "onnx-fp32", gate=("failed", 0.02))
     return run_dir
 
 
@@ -693,6 +697,12 @@ def test_bench_run_on_a_tiny_run_writes_json_in_the_documented_schema(
     assert by_variant["keras-fp32"]["backend"] == "keras"
     assert by_variant["tflite-fp32"]["backend"] == "litert"
     assert by_variant["tflite-fp32"]["gzip_bytes"] > 0
+    # Each row carries its artifact's parity-gate verdict from the manifest; a run has none.
+    assert by_variant["keras-fp32"]["gate"] is None
+    assert by_variant["tflite-fp32"]["gate"] == {
+        "status": "passed", "drop_points": 0.0, "tolerance_points": 1.0}
+    assert by_variant["onnx-fp32"]["gate"] == {
+        "status": "failed", "drop_points": 2.0, "tolerance_points": 1.0}
     # Same weights in every format: the float artifacts classify like the baseline.
     assert len({r["accuracy"] for r in rows}) == 1
 

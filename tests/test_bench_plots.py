@@ -111,3 +111,21 @@ def test_thread_plot_has_a_legend_entry_per_variant(tmp_path: Path):
     fig = plot_thread_scaling(tmp_path / "threads.png", "threads", series)
     legend = fig.axes[0].get_legend()
     assert [t.get_text() for t in legend.get_texts()] == list(series)
+
+
+def test_a_variant_that_failed_its_gate_is_hollow_unlabelled_and_off_the_front(tmp_path):
+    # pruned-clustered-tflite-int8 is the fastest point, so it is on the front unless excluded.
+    assert "pruned-clustered-tflite-int8" in front_names()
+    failed = frozenset({"pruned-clustered-tflite-int8"})
+    fig = plot_latency_accuracy(tmp_path / "gated.png", "gated", POINTS, "e2e p50 (ms)",
+                                failed=failed)
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "pruned-clustered-tflite-int8 (gate failed)" in legend
+    assert "pruned-clustered-tflite-int8" not in [t.get_text() for t in ax.texts]
+    hollow = [c for c in ax.collections
+              if c.get_label() == "pruned-clustered-tflite-int8 (gate failed)"]
+    assert len(hollow) == 1 and hollow[0].get_facecolors().size == 0
+    # The front is drawn among the rest: its first step starts at the next fastest point.
+    step = next(line for line in ax.get_lines() if line.get_label() == "Pareto front")
+    assert step.get_xdata()[0] == 40.5

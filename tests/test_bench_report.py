@@ -724,3 +724,63 @@ def test_an_emulated_run_shows_no_stage_timings(tmp_path):
     doc["device"].update(emulated=True, emulation=["qemu-aarch64 binfmt handler"])
     md = write_report([write_json(tmp_path / "run.json", doc)], tmp_path / "out").read_text()
     assert "Where an e2e request's time goes" not in md
+
+
+# --------------------------------------------------------------------------------------------
+# Parity gate
+# --------------------------------------------------------------------------------------------
+
+
+def gated_doc() -> dict[str, Any]:
+    """Without its gate, the pruned variant would be on the front (fastest, 9.5 ms)."""
+    d = "densenet121"
+    rows = [
+        result(d, "keras-fp32", 1, p50=40.0, e2e=50.0, accuracy=0.95),
+        result(d, "tflite-int8", 1, p50=8.0, e2e=10.0, accuracy=0.93),
+        result(d, "pruned-tflite-int8", 1, p50=6.0, e2e=9.5, accuracy=0.91),
+    ]
+    rows[0]["gate"] = None
+    rows[1]["gate"] = {"status": "passed", "drop_points": 0.2, "tolerance_points": 1.0}
+    rows[2]["gate"] = {"status": "failed", "drop_points": 1.3, "tolerance_points": 1.0}
+    return run_doc("x86-2c", rows, overhead_p50=0.05, gpu={"measured": False, "reason": "none"})
+
+
+def test_a_variant_that_failed_its_gate_is_marked_and_kept_off_the_pareto_front(tmp_path):
+    md = write_report([write_json(tmp_path / "run.json", gated_doc())],
+                      tmp_path / "out").read_text(encoding="utf-8")
+    text = section(md, "### x86-2c · densenet121 (CPU)")
+    table = table_after(md, "### x86-2c · densenet121 (CPU)")
+    assert find_row(table, variant="pruned-tflite-int8")["parity gate"] == "failed (1.30 pts)"
+    assert find_row(table, variant="tflite-int8")["parity gate"] == "passed"
+    assert find_row(table, variant="keras-fp32")["parity gate"] == "–"
+    names = text.split("1 thread): ", 1)[1].split(".\n", 1)[0]
+    assert names == "tflite-int8, keras-fp32"
+    assert "failed their parity gate: pruned-tflite-int8." in text
+
+
+def test_rows_of_older_sweeps_get_the_gate_of_the_very_file_that_was_timed(
+    tmp_path, monkeypatch
+):
+    from brainedge.manifest import Manifest, hash_files, write_manifest
+
+    folder = tmp_path / "runs" / "densenet121" / "optimized" / "pruned-tflite-int8"
+    folder.mkdir(parents=True)
+    (folder / "model.tflite").write_bytes(b"timed model bytes")
+    write_manifest(folder, Manifest(
+        model="densenet121", format="tflite", precision="int8", input_spec={},
+        class_names=("a", "b"), preprocessing={}, files=hash_files(folder, ["model.tflite"]),
+        metrics={"status": "failed", "val_drop": 0.013, "test_drop": 0.011, "tolerance": 0.01}))
+    doc = gated_doc()
+    for row in doc["results"]:
+        del row["gate"]  # as written before rows carried it
+    timed = doc["results"][2]
+    timed["artifact"] = "runs/densenet121/optimized/pruned-tflite-int8"
+    timed["sha256"] = hash_files(folder, ["model.tflite"])["model.tflite"]
+    other = doc["results"][1]  # same folder, but not the file whose verdict it records
+    other["artifact"] = timed["artifact"]
+    monkeypatch.chdir(tmp_path)  # sweeps record artifact paths relative to where they ran
+    md = write_report([write_json(tmp_path / "run.json", doc)],
+                      tmp_path / "out").read_text(encoding="utf-8")
+    table = table_after(md, "### x86-2c · densenet121 (CPU)")
+    assert find_row(table, variant="pruned-tflite-int8")["parity gate"] == "failed (1.30 pts)"
+    assert find_row(table, variant="tflite-int8")["parity gate"] == "–"

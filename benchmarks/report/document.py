@@ -91,6 +91,11 @@ def _notes(no_plots: str | None) -> str:
         "(`baseline: true`) of the same device, model and thread count: 4.00x means four "
         "times faster.",
         "- Accuracy and macro-F1 are measured once per artifact and shown on each of its rows.",
+        "- Parity gate: the artifact's verdict from `brainedge optimize` against its float32 "
+        "parent on the full validation and test splits, with the larger drop for a failure "
+        "(– for a Keras run, or a sweep that did not record it). A variant that failed it is "
+        "left out of the Pareto front, drawn hollow on the plot, and refused by "
+        "`brainedge predict` and `serve` unless allowed: it is measured, not recommended.",
     ]
     if no_plots:
         lines.append(f"- Plots: not drawn, because {no_plots}.")

@@ -15,7 +15,7 @@ from benchmarks.plots import (
     variant_styles,
 )
 from benchmarks.report.formatting import threads_text
-from benchmarks.report.rows import Run
+from benchmarks.report.rows import Run, gate_failed
 from brainedge.errors import MissingDependencyError, requires
 
 
@@ -62,12 +62,17 @@ def model_plots(
     parts = []
     threads, kind, points, left_out = pareto_points(rows)
     title = f"{run.label} · {model}"
-    if points:
-        front = pareto_front([(x, y) for _, x, y in points])
-        names = ", ".join(points[i][0] for i in front)
+    failed = sorted({r["variant"] for r in rows if gate_failed(r)})
+    candidates = [p for p in points if p[0] not in failed]
+    if candidates:
+        front = pareto_front([(x, y) for _, x, y in candidates])
+        names = ", ".join(candidates[i][0] for i in front)
         parts.append(
             f"Pareto front (lower {kind}, higher accuracy, {threads_text(threads)}): {names}."
         )
+    if failed:
+        parts.append(f"Left out of the front, because they failed their parity gate: "
+                     f"{', '.join(failed)}.")
     if run.emulation:
         parts.append(f"No latency plots ({NOT_TIMED}).")
     elif left_out:
@@ -88,6 +93,7 @@ def model_plots(
             points,
             f"{kind} (ms)",
             styles,
+            failed=frozenset(failed),
         )
         links.append(f"![{title}: latency vs accuracy]({name})")
     by_variant = {r["variant"]: r for r in rows}

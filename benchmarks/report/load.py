@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from brainedge.errors import ConfigError
+from brainedge.errors import BrainEdgeError, ConfigError
+from brainedge.manifest import load_manifest
 
 SCHEMA = "brainedge-bench/1"
 
@@ -75,6 +76,7 @@ def load_runs(
                 continue
             seen_ids[run_id] = file
             run["_source"] = str(file)
+            _recover_gates(run["results"])
             runs.append(run)
     if not runs:
         shown = ", ".join(str(p) for p in inputs)
@@ -97,6 +99,29 @@ def latest_per_device(docs: list[dict[str, Any]], skipped: list[str]) -> list[di
                    f"({doc.get('created')}): superseded by a newer run of the same device"
                    for doc in docs if all(doc is not k for k in kept))
     return kept
+
+
+def _recover_gates(results: list[Any]) -> None:
+    """Give rows from sweeps that predate the ``gate`` field their artifact's gate verdict.
+
+    Only when the artifact is still where the sweep found it and its manifest lists the very
+    model file that was timed (the row's sha256): the verdict belongs to that file, not to the
+    folder name. Otherwise the row keeps no verdict and the report shows none.
+    """
+    pending = [row for row in results if isinstance(row, dict) and "gate" not in row
+               and isinstance(row.get("artifact"), str) and row.get("sha256")]
+    if not pending:
+        return
+    from runtime.gate import read_gate  # only for such old rows: the runtime package loads cv2
+
+    for row in pending:
+        try:
+            manifest = load_manifest(Path(row["artifact"]), verify=False)
+        except (BrainEdgeError, OSError):
+            continue
+        if row["sha256"] in manifest.files.values():
+            gate = read_gate(manifest)
+            row["gate"] = gate.to_dict() if gate else None
 
 
 def _note_skip(skipped: list[str] | None, message: str) -> None:

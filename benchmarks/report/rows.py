@@ -147,11 +147,25 @@ def _flatten(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "peak_rss_mb": num(result.get("peak_rss_mb")),
                 "load_ms": num(result.get("load_ms")),
                 "baseline": result.get("baseline") is True,
+                "gate": _gate(result.get("gate")),
                 "error": None if error is None else (str(error) or "(empty error message)"),
                 "fastest": min(timed, key=lambda t: t[0], default=None),
             }
         )
     return rows
+
+
+def _gate(recorded: Any) -> tuple[str, float | None] | None:
+    """(status, accuracy points below the parent) of the artifact's parity gate, or None when
+    the row records none (a Keras baseline, or a sweep that did not record it)."""
+    if not isinstance(recorded, Mapping) or not isinstance(recorded.get("status"), str):
+        return None
+    return recorded["status"], num(recorded.get("drop_points"))
+
+
+def gate_failed(row: Mapping[str, Any]) -> bool:
+    """Whether the row's artifact is recorded as not passing its parity gate."""
+    return row["gate"] is not None and row["gate"][0] != "passed"
 
 
 def _stages(recorded: Any) -> dict[str, tuple[float, float]] | None:

@@ -30,6 +30,7 @@ _CPU_COLUMNS: list[Column] = [
     ("gzip_mb", "gzip MB", ".2f"),
     ("accuracy", "accuracy", ".4f"),
     ("macro_f1", "macro-F1", ".4f"),
+    ("gate_cell", "parity gate"),
     ("p50", "p50 ms", ".2f"),
     ("p90", "p90 ms", ".2f"),
     ("p99", "p99 ms", ".2f"),
@@ -142,9 +143,17 @@ def model_table(run: Run, model: str, rows: Sequence[dict[str, Any]]) -> str:
             throughput = f"{row['throughput']:.1f} (batch {row['throughput_batch']})"
         table.append(
             {**row, "throughput_cell": throughput, "speedup_e2e": e2e,
-             "speedup_model": model_speedup}
+             "speedup_model": model_speedup, "gate_cell": gate_text(row["gate"])}
         )
     return markdown_table(table, _CPU_COLUMNS)
+
+
+def gate_text(gate: tuple[str, float | None] | None) -> str | None:
+    """E.g. ``failed (1.30 pts)``: the verdict and, for a failure, the test or val drop."""
+    if gate is None:
+        return None
+    status, drop = gate
+    return status if status == "passed" or drop is None else f"{status} ({drop:.2f} pts)"
 
 
 def stage_table(rows: Sequence[dict[str, Any]]) -> str | None:
