@@ -756,6 +756,7 @@ def test_a_variant_that_failed_its_gate_is_marked_and_kept_off_the_pareto_front(
     names = text.split("1 thread): ", 1)[1].split(".\n", 1)[0]
     assert names == "tflite-int8, keras-fp32"
     assert "failed their parity gate: pruned-tflite-int8." in text
+    assert "not recorded by this sweep" not in md  # these rows carry their own verdicts
 
 
 def test_rows_of_older_sweeps_get_the_gate_of_the_very_file_that_was_timed(
@@ -784,3 +785,5 @@ def test_rows_of_older_sweeps_get_the_gate_of_the_very_file_that_was_timed(
     table = table_after(md, "### x86-2c · densenet121 (CPU)")
     assert find_row(table, variant="pruned-tflite-int8")["parity gate"] == "failed (1.30 pts)"
     assert find_row(table, variant="tflite-int8")["parity gate"] == "–"
+    # The page says where that verdict came from, since the sweep did not record it.
+    assert "Parity-gate verdicts of 1 row(s): not recorded by this sweep" in md

@@ -106,6 +106,12 @@ def _device_section(run: Run, out_dir: Path, no_plots: str | None) -> list[str]:
     parts = [f"## Device: {escape(run.label)}"]
     if run.emulation:
         parts.append(escape(emulated_note(run.emulation)))
+    if run.doc.get("_gates_from_manifests"):
+        parts.append(
+            f"Parity-gate verdicts of {run.doc['_gates_from_manifests']} row(s): not recorded "
+            "by this sweep (it predates them), so read from each artifact's manifest where "
+            "it lists the very model file that was timed (same sha256)."
+        )
     used_model_slugs: set[str] = set()
     for model in run.models():
         parts.extend(

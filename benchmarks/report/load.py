@@ -34,7 +34,9 @@ def load_runs(
     user asked for it and a silently shorter report would mislead. A file found by globbing a
     folder may be anything (configs, other reports), so it is skipped and the reason appended to
     ``skipped`` (and logged), for the report to show. Each run gets ``_source``, the path it was
-    read from. The same file or ``run_id`` given twice is merged once.
+    read from, and ``_gates_from_manifests``, how many rows got their gate verdict from an
+    artifact's manifest because the sweep predates recording it. The same file or ``run_id``
+    given twice is merged once.
     """
     if not inputs:
         raise ConfigError(
@@ -76,7 +78,7 @@ def load_runs(
                 continue
             seen_ids[run_id] = file
             run["_source"] = str(file)
-            _recover_gates(run["results"])
+            run["_gates_from_manifests"] = _recover_gates(run["results"])
             runs.append(run)
     if not runs:
         shown = ", ".join(str(p) for p in inputs)
@@ -101,27 +103,36 @@ def latest_per_device(docs: list[dict[str, Any]], skipped: list[str]) -> list[di
     return kept
 
 
-def _recover_gates(results: list[Any]) -> None:
-    """Give rows from sweeps that predate the ``gate`` field their artifact's gate verdict.
+def _recover_gates(results: list[Any]) -> int:
+    """Give rows from sweeps that predate the ``gate`` field their artifact's gate verdict;
+    return how many rows got one.
 
     Only when the artifact is still where the sweep found it and its manifest lists the very
     model file that was timed (the row's sha256): the verdict belongs to that file, not to the
-    folder name. Otherwise the row keeps no verdict and the report shows none.
+    folder name. Otherwise the row keeps no verdict and the report shows none. Each recovered
+    verdict says ``"from": "manifest"``, so the report can say the sweep did not record it.
     """
     pending = [row for row in results if isinstance(row, dict) and "gate" not in row
                and isinstance(row.get("artifact"), str) and row.get("sha256")]
     if not pending:
-        return
+        return 0
     from runtime.gate import read_gate  # only for such old rows: the runtime package loads cv2
 
+    manifests: dict[str, Any] = {}  # one read per artifact, not per thread count
+    recovered = 0
     for row in pending:
-        try:
-            manifest = load_manifest(Path(row["artifact"]), verify=False)
-        except (BrainEdgeError, OSError):
-            continue
-        if row["sha256"] in manifest.files.values():
+        folder = row["artifact"]
+        if folder not in manifests:
+            try:
+                manifests[folder] = load_manifest(Path(folder), verify=False)
+            except (BrainEdgeError, OSError):
+                manifests[folder] = None
+        manifest = manifests[folder]
+        if manifest is not None and row["sha256"] in manifest.files.values():
             gate = read_gate(manifest)
-            row["gate"] = gate.to_dict() if gate else None
+            row["gate"] = {**gate.to_dict(), "from": "manifest"} if gate else None
+            recovered += 1
+    return recovered
 
 
 def _note_skip(skipped: list[str] | None, message: str) -> None:

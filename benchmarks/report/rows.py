@@ -12,6 +12,8 @@ from benchmarks.report.emulated import hide_timings, run_emulation
 from benchmarks.report.formatting import unique_slug
 
 BASELINE_VARIANT = "keras-fp32"
+# The parity gate's passing status, as optimize.validate writes it into every manifest.
+GATE_PASSED = "passed"
 # The stages of an end-to-end request, as runtime.request times them.
 STAGES = ("decode", "checks", "preprocess", "inference")
 
@@ -165,7 +167,7 @@ def _gate(recorded: Any) -> tuple[str, float | None] | None:
 
 def gate_failed(row: Mapping[str, Any]) -> bool:
     """Whether the row's artifact is recorded as not passing its parity gate."""
-    return row["gate"] is not None and row["gate"][0] != "passed"
+    return row["gate"] is not None and row["gate"][0] != GATE_PASSED
 
 
 def _stages(recorded: Any) -> dict[str, tuple[float, float]] | None:

@@ -8,7 +8,14 @@ from typing import Any
 
 from benchmarks.emulation import NOT_TIMED
 from benchmarks.report.formatting import markdown_table, ratio, threads_text
-from benchmarks.report.rows import STAGES, Run, baselines, model_row_order, num
+from benchmarks.report.rows import (
+    GATE_PASSED,
+    STAGES,
+    Run,
+    baselines,
+    model_row_order,
+    num,
+)
 from brainedge.tables import Column, escape
 
 # Versions worth a glance in the header; the JSON holds the full list.
@@ -153,7 +160,7 @@ def gate_text(gate: tuple[str, float | None] | None) -> str | None:
     if gate is None:
         return None
     status, drop = gate
-    return status if status == "passed" or drop is None else f"{status} ({drop:.2f} pts)"
+    return status if status == GATE_PASSED or drop is None else f"{status} ({drop:.2f} pts)"
 
 
 def stage_table(rows: Sequence[dict[str, Any]]) -> str | None:
