@@ -131,7 +131,7 @@ def _recover_gates(results: list[Any]) -> int:
         if manifest is not None and row["sha256"] in manifest.files.values():
             gate = read_gate(manifest)
             row["gate"] = {**gate.to_dict(), "from": "manifest"} if gate else None
-            recovered += 1
+            recovered += gate is not None  # a Keras run's manifest records no verdict
     return recovered
 
 
